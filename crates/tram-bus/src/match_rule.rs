@@ -1,0 +1,1 @@
+//! Match rules: parsing, matching, and the index that finds a broadcast's receivers.

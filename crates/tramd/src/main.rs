@@ -1,0 +1,3 @@
+//! tramd: the D-Bus message bus daemon.
+
+fn main() {}
