@@ -19,6 +19,8 @@ pub enum WireError {
     TooLong(u64),
     /// The buffer ends before the message does.
     Truncated,
+    /// The buffer holds more bytes than the message its header describes.
+    TrailingBytes,
     /// The serial is zero.
     ZeroSerial,
     /// A header field is malformed, repeated, of the wrong type, or holds an invalid value.
@@ -56,6 +58,7 @@ impl fmt::Display for WireError {
             WireError::BadMessageType => f.write_str("invalid message type 0"),
             WireError::TooLong(n) => write!(f, "message of {n} bytes exceeds the 128 MiB limit"),
             WireError::Truncated => f.write_str("message truncated"),
+            WireError::TrailingBytes => f.write_str("bytes after the end of the message"),
             WireError::ZeroSerial => f.write_str("message serial is zero"),
             WireError::BadHeaderField(w) => write!(f, "invalid header field: {w}"),
             WireError::MissingHeaderField(w) => write!(f, "missing required header field {w}"),
@@ -67,7 +70,10 @@ impl fmt::Display for WireError {
             WireError::BadBoolean => f.write_str("boolean value other than 0 or 1"),
             WireError::BadFdIndex => f.write_str("unix fd index out of range"),
             WireError::FdCountMismatch { declared, received } => {
-                write!(f, "header declares {declared} unix fds but {received} arrived")
+                write!(
+                    f,
+                    "header declares {declared} unix fds but {received} arrived"
+                )
             }
         }
     }

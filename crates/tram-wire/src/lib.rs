@@ -23,6 +23,7 @@ mod error;
 mod message;
 pub mod names;
 pub mod signature;
+mod walk;
 
 pub use body::{Arg, BodyReader};
 pub use builder::{BodyWriter, MessageBuilder};

@@ -4,6 +4,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::WireError;
+use crate::names;
+use crate::walk::{Bytes, Validator, align_up};
 
 /// Bytes in the fixed part of the header plus the length word of the header-field array.
 pub const FIXED_HEADER_LEN: usize = 16;
@@ -21,6 +23,35 @@ pub enum Endian {
     Big,
 }
 
+impl Endian {
+    /// The byte order of this machine.
+    pub const NATIVE: Endian = if cfg!(target_endian = "big") {
+        Endian::Big
+    } else {
+        Endian::Little
+    };
+
+    /// The endianness byte of a header.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Endian::Little => b'l',
+            Endian::Big => b'B',
+        }
+    }
+
+    /// Parses the endianness byte of a header.
+    ///
+    /// # Errors
+    /// [`WireError::BadEndian`] for anything but `l` and `B`.
+    pub fn from_byte(b: u8) -> Result<Endian, WireError> {
+        match b {
+            b'l' => Ok(Endian::Little),
+            b'B' => Ok(Endian::Big),
+            _ => Err(WireError::BadEndian(b)),
+        }
+    }
+}
+
 /// The message type byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
@@ -34,6 +65,31 @@ pub enum MessageType {
     Signal,
     /// Any other non-zero value: valid on the wire, ignored by the bus as the specification asks.
     Unknown(u8),
+}
+
+impl MessageType {
+    /// The type of a message from its header byte; `None` for 0 (invalid).
+    pub fn from_byte(b: u8) -> Option<MessageType> {
+        Some(match b {
+            0 => return None,
+            1 => MessageType::MethodCall,
+            2 => MessageType::MethodReturn,
+            3 => MessageType::Error,
+            4 => MessageType::Signal,
+            other => MessageType::Unknown(other),
+        })
+    }
+
+    /// The header byte of this type.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            MessageType::MethodCall => 1,
+            MessageType::MethodReturn => 2,
+            MessageType::Error => 3,
+            MessageType::Signal => 4,
+            MessageType::Unknown(b) => b,
+        }
+    }
 }
 
 /// The flags byte of the header.
@@ -65,6 +121,20 @@ pub(crate) struct Span {
     pub(crate) len: u32,
 }
 
+impl Span {
+    fn new(start: usize, len: usize) -> Span {
+        // Offsets inside a message that passed the 128 MiB limit fit in u32.
+        Span {
+            start: start as u32,
+            len: len as u32,
+        }
+    }
+
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
 /// Given the first bytes of a message, its total length.
 ///
 /// Returns `Ok(None)` while fewer than [`FIXED_HEADER_LEN`] bytes are available.
@@ -72,8 +142,20 @@ pub(crate) struct Span {
 /// # Errors
 /// A bad endianness byte, or a declared length over [`MAX_MESSAGE_LEN`].
 pub fn frame_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
-    let _ = prefix;
-    todo!()
+    let Some(&first) = prefix.first() else {
+        return Ok(None);
+    };
+    let endian = Endian::from_byte(first)?;
+    let Some(fixed) = prefix.get(..FIXED_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let bytes = Bytes {
+        data: fixed,
+        big: endian == Endian::Big,
+    };
+    let body_len = bytes.u32_at(4).ok_or(WireError::Truncated)?;
+    let fields_len = bytes.u32_at(12).ok_or(WireError::Truncated)?;
+    Ok(Some(total_len(fields_len, body_len)?.1))
 }
 
 /// A complete message, validated once by [`Message::parse`].
@@ -106,8 +188,41 @@ impl Message {
     /// # Errors
     /// Any way the message breaks the specification's message protocol.
     pub fn parse(data: Arc<[u8]>, fds: Vec<OwnedFd>) -> Result<Message, WireError> {
-        let _ = (data, fds);
-        todo!()
+        Message::parse_with(data, fds, true)
+    }
+
+    /// [`Message::parse`], optionally without comparing the number of `fds` with UNIX_FDS (for
+    /// messages built here, whose fds travel separately).
+    pub(crate) fn parse_with(
+        data: Arc<[u8]>,
+        fds: Vec<OwnedFd>,
+        check_fd_count: bool,
+    ) -> Result<Message, WireError> {
+        let received = check_fd_count.then_some(fds.len());
+        let h = validate(&data, received)?;
+        let fds = if fds.is_empty() {
+            no_fds()
+        } else {
+            Arc::from(fds)
+        };
+        Ok(Message {
+            data,
+            fds,
+            endian: h.endian,
+            mtype: h.mtype,
+            flags: h.flags,
+            serial: h.serial,
+            reply_serial: h.reply_serial,
+            path: h.path,
+            interface: h.interface,
+            member: h.member,
+            error_name: h.error_name,
+            destination: h.destination,
+            sender: h.sender,
+            signature: h.signature,
+            unix_fds: h.unix_fds,
+            body_start: h.body_start,
+        })
     }
 
     /// Byte order.
@@ -182,9 +297,56 @@ impl Message {
     /// The form the bus forwards: a new header with every known field of this message except
     /// SENDER, plus `SENDER = sender`, in this message's byte order and padded to 8, followed by
     /// this message's body (shared, not copied). Unknown header fields are dropped.
+    ///
+    /// `sender` must be a valid bus name (the bus passes the sender's unique name). The new header
+    /// is the only allocation, sized exactly.
     pub fn stamp_sender(&self, sender: &str) -> Outgoing {
-        let _ = sender;
-        todo!()
+        debug_assert!(
+            crate::names::is_valid_bus_name(sender),
+            "invalid SENDER {sender:?}"
+        );
+        let span = |s: Option<Span>| s.and_then(|s| self.data.get(s.range()));
+        let mut fields = HeaderFields::default();
+        if let Some(v) = span(self.path) {
+            fields.push(FIELD_PATH, FieldValue::Str(b'o', v));
+        }
+        if let Some(v) = span(self.interface) {
+            fields.push(FIELD_INTERFACE, FieldValue::Str(b's', v));
+        }
+        if let Some(v) = span(self.member) {
+            fields.push(FIELD_MEMBER, FieldValue::Str(b's', v));
+        }
+        if let Some(v) = span(self.error_name) {
+            fields.push(FIELD_ERROR_NAME, FieldValue::Str(b's', v));
+        }
+        if let Some(v) = self.reply_serial {
+            fields.push(FIELD_REPLY_SERIAL, FieldValue::U32(v));
+        }
+        if let Some(v) = span(self.destination) {
+            fields.push(FIELD_DESTINATION, FieldValue::Str(b's', v));
+        }
+        fields.push(FIELD_SENDER, FieldValue::Str(b's', sender.as_bytes()));
+        if let Some(v) = span(self.signature) {
+            fields.push(FIELD_SIGNATURE, FieldValue::Sig(v));
+        }
+        if self.unix_fds != 0 {
+            fields.push(FIELD_UNIX_FDS, FieldValue::U32(self.unix_fds));
+        }
+        let mut head = Vec::with_capacity(fields.header_len());
+        head.extend_from_slice(self.data.get(..12).unwrap_or_default());
+        fields.write(&mut head, self.endian);
+        debug_assert_eq!(head.len(), head.capacity());
+        Outgoing {
+            head: head.into_boxed_slice(),
+            data: self.data.clone(),
+            data_start: self.body_start,
+            fds: self.fds.clone(),
+        }
+    }
+
+    /// Offset of the body in [`Message::as_bytes`] (the header length, a multiple of 8).
+    pub fn body_offset(&self) -> usize {
+        self.body_start as usize
     }
 
     /// This message sent exactly as it is (for messages the bus built itself).
@@ -198,9 +360,7 @@ impl Message {
     }
 
     fn field(&self, span: Option<Span>) -> Option<&str> {
-        let s = span?;
-        let bytes = self.data.get(s.start as usize..(s.start + s.len) as usize)?;
-        std::str::from_utf8(bytes).ok()
+        std::str::from_utf8(self.data.get(span?.range())?).ok()
     }
 }
 
@@ -232,3 +392,407 @@ impl Outgoing {
         &self.fds
     }
 }
+
+/// Header field codes.
+pub(crate) const FIELD_PATH: u8 = 1;
+pub(crate) const FIELD_INTERFACE: u8 = 2;
+pub(crate) const FIELD_MEMBER: u8 = 3;
+pub(crate) const FIELD_ERROR_NAME: u8 = 4;
+pub(crate) const FIELD_REPLY_SERIAL: u8 = 5;
+pub(crate) const FIELD_DESTINATION: u8 = 6;
+pub(crate) const FIELD_SENDER: u8 = 7;
+pub(crate) const FIELD_SIGNATURE: u8 = 8;
+pub(crate) const FIELD_UNIX_FDS: u8 = 9;
+
+/// What the specification requires of each known header field, by code.
+struct FieldRule {
+    code: u8,
+    /// The only signature its variant may have.
+    sig: u8,
+    repeated: &'static str,
+    wrong_type: &'static str,
+    invalid: &'static str,
+}
+
+const FIELD_RULES: [FieldRule; 9] = [
+    FieldRule {
+        code: FIELD_PATH,
+        sig: b'o',
+        repeated: "PATH appears twice",
+        wrong_type: "PATH is not an object path",
+        invalid: "PATH is not a valid object path",
+    },
+    FieldRule {
+        code: FIELD_INTERFACE,
+        sig: b's',
+        repeated: "INTERFACE appears twice",
+        wrong_type: "INTERFACE is not a string",
+        invalid: "INTERFACE is not a valid interface name",
+    },
+    FieldRule {
+        code: FIELD_MEMBER,
+        sig: b's',
+        repeated: "MEMBER appears twice",
+        wrong_type: "MEMBER is not a string",
+        invalid: "MEMBER is not a valid member name",
+    },
+    FieldRule {
+        code: FIELD_ERROR_NAME,
+        sig: b's',
+        repeated: "ERROR_NAME appears twice",
+        wrong_type: "ERROR_NAME is not a string",
+        invalid: "ERROR_NAME is not a valid error name",
+    },
+    FieldRule {
+        code: FIELD_REPLY_SERIAL,
+        sig: b'u',
+        repeated: "REPLY_SERIAL appears twice",
+        wrong_type: "REPLY_SERIAL is not a uint32",
+        invalid: "REPLY_SERIAL is zero",
+    },
+    FieldRule {
+        code: FIELD_DESTINATION,
+        sig: b's',
+        repeated: "DESTINATION appears twice",
+        wrong_type: "DESTINATION is not a string",
+        invalid: "DESTINATION is not a valid bus name",
+    },
+    FieldRule {
+        code: FIELD_SENDER,
+        sig: b's',
+        repeated: "SENDER appears twice",
+        wrong_type: "SENDER is not a string",
+        invalid: "SENDER is not a valid bus name",
+    },
+    FieldRule {
+        code: FIELD_SIGNATURE,
+        sig: b'g',
+        repeated: "SIGNATURE appears twice",
+        wrong_type: "SIGNATURE is not a signature",
+        invalid: "SIGNATURE is not a valid signature",
+    },
+    FieldRule {
+        code: FIELD_UNIX_FDS,
+        sig: b'u',
+        repeated: "UNIX_FDS appears twice",
+        wrong_type: "UNIX_FDS is not a uint32",
+        invalid: "UNIX_FDS is invalid",
+    },
+];
+
+/// What [`validate`] learnt about a message.
+struct Header {
+    endian: Endian,
+    mtype: MessageType,
+    flags: Flags,
+    serial: u32,
+    reply_serial: Option<u32>,
+    path: Option<Span>,
+    interface: Option<Span>,
+    member: Option<Span>,
+    error_name: Option<Span>,
+    destination: Option<Span>,
+    sender: Option<Span>,
+    signature: Option<Span>,
+    unix_fds: u32,
+    body_start: u32,
+}
+
+/// The header-field array length (already limited to 64 MiB) and total message length for the
+/// lengths in a fixed header.
+fn total_len(fields_len: u32, body_len: u32) -> Result<(usize, usize), WireError> {
+    if fields_len as usize > MAX_ARRAY_LEN {
+        return Err(WireError::BadArray("header field array longer than 64 MiB"));
+    }
+    let body_start = align_up(FIXED_HEADER_LEN + fields_len as usize, 8) as u64;
+    let total = body_start + u64::from(body_len);
+    if total > MAX_MESSAGE_LEN as u64 {
+        return Err(WireError::TooLong(total));
+    }
+    Ok((body_start as usize, total as usize))
+}
+
+/// Validates one complete message; with `received`, also that this many fds came with it.
+fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
+    let Some(&[e, t, flags, version, ..]) = data.get(..FIXED_HEADER_LEN) else {
+        return Err(WireError::Truncated);
+    };
+    let endian = Endian::from_byte(e)?;
+    let bytes = Bytes {
+        data,
+        big: endian == Endian::Big,
+    };
+    let mtype = MessageType::from_byte(t).ok_or(WireError::BadMessageType)?;
+    if version != 1 {
+        return Err(WireError::BadVersion(version));
+    }
+    let word = |pos| bytes.u32_at(pos).ok_or(WireError::Truncated);
+    let (body_len, serial, fields_len) = (word(4)?, word(8)?, word(12)?);
+    let (body_start, total) = total_len(fields_len, body_len)?;
+    match data.len().cmp(&total) {
+        std::cmp::Ordering::Less => return Err(WireError::Truncated),
+        std::cmp::Ordering::Greater => return Err(WireError::TrailingBytes),
+        std::cmp::Ordering::Equal => {}
+    }
+    if serial == 0 {
+        return Err(WireError::ZeroSerial);
+    }
+    let mut h = Header {
+        endian,
+        mtype,
+        flags: Flags(flags),
+        serial,
+        reply_serial: None,
+        path: None,
+        interface: None,
+        member: None,
+        error_name: None,
+        destination: None,
+        sender: None,
+        signature: None,
+        unix_fds: 0,
+        body_start: body_start as u32,
+    };
+
+    let mut v = Validator::new(bytes);
+    let fields_end = FIXED_HEADER_LEN + fields_len as usize;
+    let mut body_sig = None;
+    let mut seen = 0u16;
+    let mut pos = FIXED_HEADER_LEN;
+    while pos < fields_end {
+        pos = v.pad(pos, 8, fields_end).map_err(in_header)?;
+        if pos >= fields_end {
+            return Err(WireError::BadArray(
+                "header field array length counts trailing padding",
+            ));
+        }
+        let code = bytes.u8_at(pos).ok_or(WireError::Truncated)?;
+        let (sig_start, sig_len, value) =
+            v.signature_value(pos + 1, fields_end).map_err(in_header)?;
+        if code == 0 {
+            return Err(WireError::BadHeaderField("field code 0 (INVALID)"));
+        }
+        let Some(rule) = FIELD_RULES.get(usize::from(code) - 1) else {
+            // Unknown field: accepted if well formed, and dropped when forwarded.
+            let top = v.tables_top();
+            let (table, depth) = v.signature(sig_start, sig_len, true).map_err(in_header)?;
+            if 3 + depth > crate::signature::MAX_TOTAL_DEPTH {
+                return Err(WireError::BadHeaderField(
+                    "nested more than 64 containers deep",
+                ));
+            }
+            pos = v
+                .values(sig_start, sig_len, table, value, fields_end, 3)
+                .map_err(in_header)?;
+            v.release(top);
+            continue;
+        };
+        debug_assert_eq!(rule.code, code);
+        if seen & (1 << code) != 0 {
+            return Err(WireError::BadHeaderField(rule.repeated));
+        }
+        seen |= 1 << code;
+        if sig_len != 1 || bytes.u8_at(sig_start) != Some(rule.sig) {
+            return Err(WireError::BadHeaderField(rule.wrong_type));
+        }
+        let invalid = WireError::BadHeaderField(rule.invalid);
+        match rule.sig {
+            b'u' => {
+                let p = v.pad(value, 4, fields_end).map_err(in_header)?;
+                let n = v.u32_within(p, fields_end).map_err(in_header)?;
+                pos = p + 4;
+                if code == FIELD_REPLY_SERIAL {
+                    h.reply_serial = Some(n).filter(|&n| n != 0);
+                    if h.reply_serial.is_none() {
+                        return Err(invalid);
+                    }
+                } else {
+                    h.unix_fds = n;
+                }
+            }
+            b'g' => {
+                let (start, len, end) = v.signature_value(value, fields_end).map_err(in_header)?;
+                // The body's signature keeps its end table for the body walk below.
+                let (table, _) = v.signature(start, len, false)?;
+                body_sig = Some((start, len, table));
+                h.signature = Some(Span::new(start, len));
+                pos = end;
+            }
+            _ => {
+                let (s, end) = v.string(value, fields_end).map_err(in_header)?;
+                let valid = match code {
+                    FIELD_PATH => names::is_valid_object_path(s),
+                    FIELD_INTERFACE => names::is_valid_interface(s),
+                    FIELD_MEMBER => names::is_valid_member(s),
+                    FIELD_ERROR_NAME => names::is_valid_error_name(s),
+                    _ => names::is_valid_bus_name(s),
+                };
+                if !valid {
+                    return Err(invalid);
+                }
+                let span = Some(Span::new(end - 1 - s.len(), s.len()));
+                match code {
+                    FIELD_PATH => h.path = span,
+                    FIELD_INTERFACE => h.interface = span,
+                    FIELD_MEMBER => h.member = span,
+                    FIELD_ERROR_NAME => h.error_name = span,
+                    FIELD_DESTINATION => h.destination = span,
+                    _ => h.sender = span,
+                }
+                pos = end;
+            }
+        }
+    }
+    let padding = data
+        .get(fields_end..body_start)
+        .ok_or(WireError::Truncated)?;
+    if padding.iter().any(|&b| b != 0) {
+        return Err(WireError::NonZeroPadding);
+    }
+
+    let required: &[(bool, &'static str)] = match mtype {
+        MessageType::MethodCall => &[(h.path.is_some(), "PATH"), (h.member.is_some(), "MEMBER")],
+        MessageType::MethodReturn => &[(h.reply_serial.is_some(), "REPLY_SERIAL")],
+        MessageType::Error => &[
+            (h.error_name.is_some(), "ERROR_NAME"),
+            (h.reply_serial.is_some(), "REPLY_SERIAL"),
+        ],
+        MessageType::Signal => &[
+            (h.path.is_some(), "PATH"),
+            (h.interface.is_some(), "INTERFACE"),
+            (h.member.is_some(), "MEMBER"),
+        ],
+        MessageType::Unknown(_) => &[],
+    };
+    if let Some(&(_, name)) = required.iter().find(|(present, _)| !present) {
+        return Err(WireError::MissingHeaderField(name));
+    }
+    if let Some(received) = received {
+        if received != h.unix_fds as usize {
+            return Err(WireError::FdCountMismatch {
+                declared: h.unix_fds,
+                received,
+            });
+        }
+    }
+
+    match body_sig {
+        Some((start, len, table)) if len > 0 => {
+            let end = v.values(start, len, table, body_start, total, 0)?;
+            if end != total {
+                return Err(WireError::BadBody("bytes after the last argument"));
+            }
+        }
+        _ if body_len != 0 => return Err(WireError::BadBody("a body without a signature")),
+        _ => {}
+    }
+    if v.max_fd.is_some_and(|m| m >= h.unix_fds) {
+        return Err(WireError::BadFdIndex);
+    }
+    Ok(h)
+}
+
+/// Errors inside the header-field array are header errors, whatever the walker called them.
+fn in_header(e: WireError) -> WireError {
+    match e {
+        WireError::BadBody(w) => WireError::BadHeaderField(w),
+        other => other,
+    }
+}
+
+/// A shared empty fd list, so messages without fds allocate nothing for them.
+fn no_fds() -> Arc<[OwnedFd]> {
+    static EMPTY: std::sync::OnceLock<Arc<[OwnedFd]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
+/// The value of a header field to marshal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FieldValue<'a> {
+    /// `s` or `o` (the code) with its text.
+    Str(u8, &'a [u8]),
+    /// `g`.
+    Sig(&'a [u8]),
+    /// `u`.
+    U32(u32),
+}
+
+/// Up to one of each known header field, in the order pushed.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderFields<'a> {
+    fields: [Option<(u8, FieldValue<'a>)>; 9],
+    len: usize,
+}
+
+impl<'a> HeaderFields<'a> {
+    pub(crate) fn push(&mut self, code: u8, value: FieldValue<'a>) {
+        if let Some(slot) = self.fields.get_mut(self.len) {
+            *slot = Some((code, value));
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u8, FieldValue<'a>)> + '_ {
+        self.fields.iter().flatten().copied()
+    }
+
+    /// The length of the whole header these fields make, padding included.
+    pub(crate) fn header_len(&self) -> usize {
+        let mut len = FIXED_HEADER_LEN;
+        for (_, value) in self.iter() {
+            len = align_up(len, 8) + 4;
+            len += match value {
+                FieldValue::Str(_, s) => 4 + s.len() + 1,
+                FieldValue::Sig(s) => 1 + s.len() + 1,
+                FieldValue::U32(_) => 4,
+            };
+        }
+        align_up(len, 8)
+    }
+
+    /// Appends the header-field array and the header padding to `out`, which holds the first
+    /// 12 bytes of a header.
+    pub(crate) fn write(&self, out: &mut Vec<u8>, endian: Endian) {
+        let put = |out: &mut Vec<u8>, v: u32| match endian {
+            Endian::Little => out.extend_from_slice(&v.to_le_bytes()),
+            Endian::Big => out.extend_from_slice(&v.to_be_bytes()),
+        };
+        let len_at = out.len();
+        put(out, 0);
+        let start = out.len();
+        for (code, value) in self.iter() {
+            out.resize(align_up(out.len(), 8), 0);
+            let sig = match value {
+                FieldValue::Str(c, _) => c,
+                FieldValue::Sig(_) => b'g',
+                FieldValue::U32(_) => b'u',
+            };
+            out.extend_from_slice(&[code, 1, sig, 0]);
+            match value {
+                FieldValue::Str(_, s) => {
+                    put(out, s.len() as u32);
+                    out.extend_from_slice(s);
+                    out.push(0);
+                }
+                FieldValue::Sig(s) => {
+                    out.push(s.len() as u8);
+                    out.extend_from_slice(s);
+                    out.push(0);
+                }
+                FieldValue::U32(v) => put(out, v),
+            }
+        }
+        let fields_len = (out.len() - start) as u32;
+        let bytes = match endian {
+            Endian::Little => fields_len.to_le_bytes(),
+            Endian::Big => fields_len.to_be_bytes(),
+        };
+        if let Some(slot) = out.get_mut(len_at..len_at + 4) {
+            slot.copy_from_slice(&bytes);
+        }
+        out.resize(align_up(out.len(), 8), 0);
+    }
+}
+
+#[cfg(test)]
+mod tests;
