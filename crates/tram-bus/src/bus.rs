@@ -1,10 +1,62 @@
-//! The bus: the events it takes and the decisions it hands back.
+//! The bus: the events it takes, how one message is routed, and the decisions it hands back.
+//!
+//! Routing a message from a peer (see the specification's "Message Bus Message Routing"):
+//!
+//! 1. A peer must say Hello first; anything else before it is a protocol violation.
+//! 2. Messages using the reserved `org.freedesktop.DBus.Local` path or interface disconnect their
+//!    sender; messages of unknown type are ignored, as the specification asks.
+//! 3. A message to `org.freedesktop.DBus` goes to the driver (`driver.rs`).
+//! 4. A message with another destination is unicast: the name is resolved (unique name, or the
+//!    primary owner of a well-known name); replies must close an open reply slot
+//!    (`replies.rs`); fds need a receiver that negotiated them. Refusals are answered with an
+//!    error naming why, unless the sender asked for no reply.
+//! 5. A message without destination is broadcast to every peer with a matching rule, once each.
+//!
+//! Every forwarded message is stamped with its sender's unique name once, and the same buffer is
+//! queued for every receiver.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
-use tram_wire::Message;
+use tram_wire::{Message, MessageBuilder, MessageType, Outgoing};
 
+use crate::match_rule::{MatchIndex, NameOwners};
+use crate::names::{NameRegistry, OwnerChange};
 use crate::peer::{Credentials, PeerId, TxQueue};
+use crate::replies::Replies;
+
+/// The driver's well-known name.
+pub(crate) const DRIVER_NAME: &str = "org.freedesktop.DBus";
+/// The driver's object path.
+pub(crate) const DRIVER_PATH: &str = "/org/freedesktop/DBus";
+/// The driver's main interface.
+pub(crate) const DRIVER_INTERFACE: &str = "org.freedesktop.DBus";
+const LOCAL_PATH: &str = "/org/freedesktop/DBus/Local";
+const LOCAL_INTERFACE: &str = "org.freedesktop.DBus.Local";
+
+/// Error names the bus itself sends.
+pub(crate) mod error {
+    pub(crate) const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    pub(crate) const NAME_HAS_NO_OWNER: &str = "org.freedesktop.DBus.Error.NameHasNoOwner";
+    pub(crate) const SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";
+    pub(crate) const NOT_SUPPORTED: &str = "org.freedesktop.DBus.Error.NotSupported";
+    pub(crate) const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
+    pub(crate) const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+    pub(crate) const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
+    pub(crate) const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
+    pub(crate) const UNKNOWN_PROPERTY: &str = "org.freedesktop.DBus.Error.UnknownProperty";
+    pub(crate) const PROPERTY_READ_ONLY: &str = "org.freedesktop.DBus.Error.PropertyReadOnly";
+    pub(crate) const MATCH_RULE_INVALID: &str = "org.freedesktop.DBus.Error.MatchRuleInvalid";
+    pub(crate) const MATCH_RULE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.MatchRuleNotFound";
+    pub(crate) const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
+    pub(crate) const UNIX_PROCESS_ID_UNKNOWN: &str =
+        "org.freedesktop.DBus.Error.UnixProcessIdUnknown";
+    pub(crate) const SELINUX_CONTEXT_UNKNOWN: &str =
+        "org.freedesktop.DBus.Error.SELinuxSecurityContextUnknown";
+    pub(crate) const ADT_AUDIT_DATA_UNKNOWN: &str =
+        "org.freedesktop.DBus.Error.AdtAuditDataUnknown";
+}
 
 /// What the bus is told at start-up (and, later, on reload).
 #[derive(Debug, Clone)]
@@ -15,6 +67,10 @@ pub struct BusConfig {
     pub machine_id: String,
     /// `"session"`, `"system"` or a custom type from the configuration.
     pub bus_type: String,
+    /// The bus process's own uid, reported for the name `org.freedesktop.DBus`.
+    pub bus_uid: u32,
+    /// The bus process's own pid, reported for the name `org.freedesktop.DBus`.
+    pub bus_pid: u32,
 }
 
 /// Something the I/O layer must do for the bus.
@@ -34,64 +90,563 @@ pub enum Action {
 /// The bus. See the crate documentation for the event/output protocol.
 #[derive(Debug)]
 pub struct Bus {
-    _config: BusConfig,
+    pub(crate) config: BusConfig,
+    pub(crate) peers: Peers,
+    pub(crate) names: NameRegistry,
+    pub(crate) matches: MatchIndex,
+    replies: Replies,
+    actions: VecDeque<Action>,
+    dirty: Vec<PeerId>,
+    serial: u32,
+    /// Reused for each broadcast's receiver set.
+    receivers: Vec<PeerId>,
+}
+
+/// Every connected peer, in a slab indexed by [`PeerId`].
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_unique: HashMap<u64, PeerId>,
+    next_unique: u64,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    peer: Option<Peer>,
+}
+
+/// One connection, as the bus sees it.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// `:1.N`, once Hello was handled.
+    pub(crate) unique: Option<Box<str>>,
+    unique_id: u64,
+    pub(crate) creds: Credentials,
+    pub(crate) unix_fds: bool,
+    tx: TxQueue,
+    dirty: bool,
+    /// Going away: nothing more is queued for it.
+    leaving: bool,
+    /// Every well-known name in whose queue this peer stands, oldest first.
+    pub(crate) names: Vec<Box<str>>,
 }
 
 impl Bus {
     /// A bus with no peers.
     pub fn new(config: BusConfig) -> Bus {
-        Bus { _config: config }
+        Bus {
+            config,
+            peers: Peers::default(),
+            names: NameRegistry::default(),
+            matches: MatchIndex::default(),
+            replies: Replies::default(),
+            actions: VecDeque::new(),
+            dirty: Vec::new(),
+            serial: 0,
+            receivers: Vec::new(),
+        }
     }
 
     /// A connection finished authentication. `unix_fds` says whether it negotiated fd passing.
-    pub fn connect(&mut self, now: Instant, creds: Credentials, unix_fds: bool) -> PeerId {
-        let _ = (now, creds, unix_fds);
-        todo!()
+    pub fn connect(&mut self, _now: Instant, creds: Credentials, unix_fds: bool) -> PeerId {
+        self.peers.insert(Peer {
+            unique: None,
+            unique_id: 0,
+            creds,
+            unix_fds,
+            tx: TxQueue::default(),
+            dirty: false,
+            leaving: false,
+            names: Vec::new(),
+        })
     }
 
     /// A validated message arrived from `peer`.
-    pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: Message) {
-        let _ = (now, peer, msg);
-        todo!()
+    pub fn handle_message(&mut self, now: Instant, from: PeerId, msg: Message) {
+        let Some(peer) = self.peers.get(from) else {
+            return;
+        };
+        if peer.unique.is_none() {
+            if is_hello(&msg) {
+                self.hello(from, &msg);
+            } else {
+                self.kick(from, "sent a message before Hello".into());
+            }
+            return;
+        }
+        if msg.path() == Some(LOCAL_PATH) || msg.interface() == Some(LOCAL_INTERFACE) {
+            self.kick(
+                from,
+                format!("used the reserved {LOCAL_INTERFACE} interface or path"),
+            );
+            return;
+        }
+        if let MessageType::Unknown(_) = msg.message_type() {
+            return;
+        }
+        match msg.destination() {
+            Some(DRIVER_NAME) => {
+                let sender = self.sender_name(from);
+                let out = Arc::new(msg.stamp_sender(&sender));
+                self.eavesdrop(Some(from), &msg, None, &out);
+                self.driver_call(now, from, &msg);
+            }
+            Some(dest) => {
+                let dest = dest.to_owned();
+                self.unicast(from, &dest, msg);
+            }
+            None => {
+                let sender = self.sender_name(from);
+                let out = Arc::new(msg.stamp_sender(&sender));
+                self.broadcast(Some(from), &msg, &out);
+            }
+        }
     }
 
     /// `peer`'s connection is gone (hung up, or sent something invalid).
-    pub fn disconnect(&mut self, now: Instant, peer: PeerId) {
-        let _ = (now, peer);
-        todo!()
+    pub fn disconnect(&mut self, _now: Instant, peer: PeerId) {
+        self.remove_peer(peer);
     }
 
     /// The time returned by [`Bus::poll_timeout`] has come.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
-    }
+    pub fn handle_timeout(&mut self, _now: Instant) {}
 
     /// When the bus next needs [`Bus::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        None
     }
 
     /// The next action for the I/O layer.
     pub fn poll_action(&mut self) -> Option<Action> {
-        todo!()
+        self.actions.pop_front()
     }
 
     /// Appends to `out` every peer whose transmit queue gained messages since the last call.
     pub fn take_dirty(&mut self, out: &mut Vec<PeerId>) {
-        let _ = out;
-        todo!()
+        for id in self.dirty.drain(..) {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.dirty = false;
+                out.push(id);
+            }
+        }
     }
 
     /// `peer`'s transmit queue, or `None` if the peer is gone.
     pub fn tx_queue(&mut self, peer: PeerId) -> Option<&mut TxQueue> {
-        let _ = peer;
-        todo!()
+        self.peers.get_mut(peer).map(|p| &mut p.tx)
     }
 
     /// `peer`'s unique name, for logs.
     pub fn unique_name(&self, peer: PeerId) -> Option<&str> {
-        let _ = peer;
-        todo!()
+        self.peers.get(peer).and_then(|p| p.unique.as_deref())
+    }
+
+    /// How many peers are connected.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    // --- routing -----------------------------------------------------------------------------
+
+    fn hello(&mut self, from: PeerId, msg: &Message) {
+        let unique = self.peers.assign_unique(from);
+        if msg.expects_reply() {
+            let reply = MessageBuilder::method_return(msg.serial())
+                .destination(&unique)
+                .body("s", |w| w.string(&unique));
+            self.send_driver(from, reply);
+        }
+        self.name_owner_changed(&unique, "", &unique);
+        self.driver_signal_to(from, "NameAcquired", &unique);
+    }
+
+    fn unicast(&mut self, from: PeerId, dest: &str, msg: Message) {
+        let Some(to) = self.resolve(dest) else {
+            if msg.message_type() == MethodCall && !msg.flags().no_auto_start() {
+                let text = format!("The name {dest} was not provided by any .service files");
+                self.refuse(from, &msg, error::SERVICE_UNKNOWN, &text);
+            } else {
+                let text = format!("Name \"{dest}\" does not exist");
+                self.refuse(from, &msg, error::NAME_HAS_NO_OWNER, &text);
+            }
+            return;
+        };
+        let Some(receiver) = self.peers.get(to) else {
+            return;
+        };
+        if msg.unix_fds() > 0 && !receiver.unix_fds {
+            let text = "Tried to send message with Unix file descriptors to a client that doesn't \
+                        support that.";
+            self.refuse(from, &msg, error::NOT_SUPPORTED, text);
+            return;
+        }
+        match msg.message_type() {
+            MethodReturn | MessageType::Error => {
+                let reply_serial = msg.reply_serial().unwrap_or(0);
+                if !self.replies.take(to, reply_serial, from) {
+                    let text = format!(
+                        "Rejected send message: {} is not a reply to a call {dest} is waiting \
+                         for (reply_serial={reply_serial}, requested_reply=0)",
+                        type_name(msg.message_type()),
+                    );
+                    self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+                    return;
+                }
+            }
+            MethodCall if msg.expects_reply() => self.replies.expect(from, msg.serial(), to),
+            _ => {}
+        }
+        let sender = self.sender_name(from);
+        let out = Arc::new(msg.stamp_sender(&sender));
+        self.push(to, out.clone());
+        self.eavesdrop(Some(from), &msg, Some(to), &out);
+    }
+
+    /// Queues `out` (the forwarded form of `msg`) for every peer whose rules match it.
+    pub(crate) fn broadcast(&mut self, from: Option<PeerId>, msg: &Message, out: &Arc<Outgoing>) {
+        self.deliver_to_matching(from, msg, None, out);
+    }
+
+    /// Queues a copy of an addressed message for every peer eavesdropping on it.
+    fn eavesdrop(
+        &mut self,
+        from: Option<PeerId>,
+        msg: &Message,
+        addressed: Option<PeerId>,
+        out: &Arc<Outgoing>,
+    ) {
+        if self.matches.has_eavesdroppers() {
+            self.deliver_to_matching(from, msg, addressed, out);
+        }
+    }
+
+    fn deliver_to_matching(
+        &mut self,
+        from: Option<PeerId>,
+        msg: &Message,
+        addressed: Option<PeerId>,
+        out: &Arc<Outgoing>,
+    ) {
+        let mut receivers = std::mem::take(&mut self.receivers);
+        receivers.clear();
+        let lookup = Lookup {
+            peers: &self.peers,
+            names: &self.names,
+        };
+        self.matches
+            .receivers(msg, &lookup, from, addressed, &mut receivers);
+        let has_fds = msg.unix_fds() > 0;
+        for &to in &receivers {
+            match self.peers.get(to) {
+                Some(p) if p.unique.is_some() && (!has_fds || p.unix_fds) => {
+                    self.push(to, out.clone())
+                }
+                _ => {}
+            }
+        }
+        self.receivers = receivers;
+    }
+
+    // --- the bus's own messages ----------------------------------------------------------------
+
+    /// Answers `msg` from `to` with an error, unless it asked for no reply.
+    pub(crate) fn refuse(&mut self, to: PeerId, msg: &Message, name: &str, text: &str) {
+        if msg.flags().no_reply_expected() {
+            return;
+        }
+        let mut reply = MessageBuilder::error(msg.serial(), name);
+        if let Some(unique) = self.peers.get(to).and_then(|p| p.unique.as_deref()) {
+            reply = reply.destination(unique);
+        }
+        self.send_driver(to, reply.body("s", |w| w.string(text)));
+    }
+
+    /// Sends a message from the driver to one peer.
+    pub(crate) fn send_driver(&mut self, to: PeerId, msg: MessageBuilder) {
+        self.send_driver_with_fds(to, msg, Vec::new());
+    }
+
+    /// Sends a message from the driver, carrying `fds`, to one peer.
+    pub(crate) fn send_driver_with_fds(
+        &mut self,
+        to: PeerId,
+        msg: MessageBuilder,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) {
+        let serial = self.next_serial();
+        let msg = msg.sender(DRIVER_NAME).build_with_fds(serial, fds);
+        let out = Arc::new(msg.to_outgoing());
+        self.push(to, out.clone());
+        self.eavesdrop(None, &msg, Some(to), &out);
+    }
+
+    /// Sends NameAcquired or NameLost for `name` to `to`.
+    fn driver_signal_to(&mut self, to: PeerId, member: &str, name: &str) {
+        let Some(unique) = self.peers.get(to).and_then(|p| p.unique.clone()) else {
+            return;
+        };
+        let signal = MessageBuilder::signal(DRIVER_PATH, DRIVER_INTERFACE, member)
+            .destination(&unique)
+            .body("s", |w| w.string(name));
+        self.send_driver(to, signal);
+    }
+
+    /// Broadcasts NameOwnerChanged.
+    fn name_owner_changed(&mut self, name: &str, old: &str, new: &str) {
+        let serial = self.next_serial();
+        let msg = MessageBuilder::signal(DRIVER_PATH, DRIVER_INTERFACE, "NameOwnerChanged")
+            .sender(DRIVER_NAME)
+            .body("sss", |w| {
+                w.string(name);
+                w.string(old);
+                w.string(new);
+            })
+            .build(serial);
+        let out = Arc::new(msg.to_outgoing());
+        self.broadcast(None, &msg, &out);
+    }
+
+    /// Turns an ownership change into signals, in dbus-daemon's order: NameLost to the old
+    /// owner, NameOwnerChanged to everyone interested, NameAcquired to the new owner.
+    pub(crate) fn announce(&mut self, change: &OwnerChange) {
+        let name_of = |id: Option<PeerId>| -> String {
+            id.and_then(|id| self.peers.get(id))
+                .and_then(|p| p.unique.as_deref())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (old, new) = (name_of(change.old), name_of(change.new));
+        if let Some(old) = change.old {
+            self.driver_signal_to(old, "NameLost", &change.name);
+        }
+        self.name_owner_changed(&change.name, &old, &new);
+        if let Some(new) = change.new {
+            self.driver_signal_to(new, "NameAcquired", &change.name);
+        }
+    }
+
+    fn next_serial(&mut self) -> u32 {
+        self.serial = self.serial.checked_add(1).unwrap_or(1);
+        self.serial
+    }
+
+    fn push(&mut self, to: PeerId, out: Arc<Outgoing>) {
+        let Some(peer) = self.peers.get_mut(to) else {
+            return;
+        };
+        if peer.leaving {
+            return;
+        }
+        peer.tx.push(out);
+        if !peer.dirty {
+            peer.dirty = true;
+            self.dirty.push(to);
+        }
+    }
+
+    // --- peers ---------------------------------------------------------------------------------
+
+    /// The peer a bus name designates: its unique name, or the primary owner of a well-known name.
+    pub(crate) fn resolve(&self, name: &str) -> Option<PeerId> {
+        if name.starts_with(':') {
+            self.peers.by_unique_name(name)
+        } else {
+            self.names.primary_owner(name)
+        }
+    }
+
+    fn sender_name(&self, from: PeerId) -> Box<str> {
+        self.peers
+            .get(from)
+            .and_then(|p| p.unique.clone())
+            .unwrap_or_default()
+    }
+
+    /// Disconnects a peer for a protocol violation.
+    pub(crate) fn kick(&mut self, peer: PeerId, reason: String) {
+        if self.remove_peer(peer) {
+            self.actions.push_back(Action::Disconnect { peer, reason });
+        }
+    }
+
+    /// Forgets a peer: its well-known names (newest first, then its unique name) pass on with
+    /// their signals, the calls it owed are answered with NoReply, its rules and slots vanish.
+    fn remove_peer(&mut self, id: PeerId) -> bool {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return false;
+        };
+        peer.leaving = true;
+        let names = std::mem::take(&mut peer.names);
+        let unique = peer.unique.clone();
+        self.matches.remove_peer(id);
+        for name in names.iter().rev() {
+            let (_, change) = self.names.release(name, id);
+            if let Some(change) = change {
+                self.announce(&change);
+            }
+        }
+        if let Some(unique) = &unique {
+            self.name_owner_changed(unique, unique, "");
+        }
+        for (caller, serial) in self.replies.remove_peer(id) {
+            let Some(dest) = self.peers.get(caller).and_then(|p| p.unique.clone()) else {
+                continue;
+            };
+            let reply = MessageBuilder::error(serial, error::NO_REPLY)
+                .destination(&dest)
+                .body("s", |w| {
+                    w.string("Message recipient disconnected from message bus without replying")
+                });
+            self.send_driver(caller, reply);
+        }
+        self.peers.remove(id);
+        true
+    }
+}
+
+use MessageType::{MethodCall, MethodReturn};
+
+fn is_hello(msg: &Message) -> bool {
+    msg.message_type() == MethodCall
+        && msg.destination() == Some(DRIVER_NAME)
+        && msg.member() == Some("Hello")
+        && matches!(msg.interface(), None | Some(DRIVER_INTERFACE))
+}
+
+fn type_name(t: MessageType) -> &'static str {
+    match t {
+        MethodCall => "method_call",
+        MethodReturn => "method_return",
+        MessageType::Error => "error",
+        MessageType::Signal => "signal",
+        MessageType::Unknown(_) => "unknown",
+    }
+}
+
+/// Name lookups for match rules.
+struct Lookup<'a> {
+    peers: &'a Peers,
+    names: &'a NameRegistry,
+}
+
+impl NameOwners for Lookup<'_> {
+    fn primary_owner(&self, name: &str) -> Option<PeerId> {
+        if name.starts_with(':') {
+            self.peers.by_unique_name(name)
+        } else {
+            self.names.primary_owner(name)
+        }
+    }
+
+    fn for_each_owned_name(&self, peer: PeerId, f: &mut dyn FnMut(&str)) {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        if let Some(unique) = &p.unique {
+            f(unique);
+        }
+        for name in &p.names {
+            if self.names.primary_owner(name) == Some(peer) {
+                f(name);
+            }
+        }
+    }
+}
+
+impl Peers {
+    pub(crate) fn get(&self, id: PeerId) -> Option<&Peer> {
+        let slot = self.slots.get(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.peer.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.peer.as_mut()
+    }
+
+    /// Every connected peer that said Hello.
+    pub(crate) fn registered(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let p = s
+                .peer
+                .as_ref()
+                .filter(|p| p.unique.is_some() && !p.leaving)?;
+            Some((
+                PeerId {
+                    index: i as u32,
+                    generation: s.generation,
+                },
+                p,
+            ))
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn insert(&mut self, peer: Peer) -> PeerId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.peer = Some(peer);
+        PeerId {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    fn remove(&mut self, id: PeerId) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        if let Some(peer) = slot.peer.take() {
+            if peer.unique.is_some() {
+                self.by_unique.remove(&peer.unique_id);
+            }
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free.push(id.index);
+        }
+    }
+
+    /// Gives `id` its unique name `:1.N` and returns it.
+    fn assign_unique(&mut self, id: PeerId) -> Box<str> {
+        let n = self.next_unique;
+        self.next_unique += 1;
+        let name: Box<str> = format!(":1.{n}").into();
+        if let Some(peer) = self.get_mut(id) {
+            peer.unique = Some(name.clone());
+            peer.unique_id = n;
+            self.by_unique.insert(n, id);
+        }
+        name
+    }
+
+    fn by_unique_name(&self, name: &str) -> Option<PeerId> {
+        let digits = name.strip_prefix(":1.")?;
+        if digits.is_empty()
+            || (digits.len() > 1 && digits.starts_with('0'))
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let n: u64 = digits.parse().ok()?;
+        self.by_unique.get(&n).copied()
     }
 }

@@ -1,0 +1,694 @@
+//! The driver: the bus's own object, `org.freedesktop.DBus` at `/org/freedesktop/DBus`.
+//!
+//! One table, [`METHODS`], lists every method with its interface and argument signatures. It
+//! drives dispatch (an unknown interface gives UnknownInterface, an unknown member UnknownMethod,
+//! wrong arguments InvalidArgs naming the expected signature) and generates the introspection
+//! XML, so the two cannot disagree.
+//!
+//! As with dbus-daemon, the `org.freedesktop.DBus`, `Introspectable` and `Peer` interfaces answer
+//! on any object path; `Properties` only on the canonical path. A reply is sent unless the call
+//! carried NO_REPLY_EXPECTED; the call's effects happen either way. Signals the call causes
+//! (NameOwnerChanged, NameLost, NameAcquired) are queued before its reply.
+
+use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use tram_wire::{BodyReader, BodyWriter, Message, MessageBuilder, MessageType, names};
+
+use crate::bus::{Bus, DRIVER_INTERFACE, DRIVER_NAME, DRIVER_PATH, error};
+use crate::match_rule::MatchRule;
+use crate::names::{ReleaseReply, RequestReply};
+use crate::peer::PeerId;
+
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
+const PEER: &str = "org.freedesktop.DBus.Peer";
+
+/// What `Features` lists.
+const FEATURES: &[&str] = &["HeaderFiltering"];
+/// Optional interfaces the driver implements beyond the core one (`Interfaces` property).
+const EXTRA_INTERFACES: &[&str] = &[];
+
+/// One driver method.
+struct Method {
+    interface: &'static str,
+    name: &'static str,
+    input: &'static str,
+    output: &'static str,
+}
+
+const fn m(
+    interface: &'static str,
+    name: &'static str,
+    input: &'static str,
+    output: &'static str,
+) -> Method {
+    Method {
+        interface,
+        name,
+        input,
+        output,
+    }
+}
+
+/// Every method, in introspection order.
+const METHODS: &[Method] = &[
+    m(DRIVER_INTERFACE, "Hello", "", "s"),
+    m(DRIVER_INTERFACE, "RequestName", "su", "u"),
+    m(DRIVER_INTERFACE, "ReleaseName", "s", "u"),
+    m(DRIVER_INTERFACE, "StartServiceByName", "su", "u"),
+    m(DRIVER_INTERFACE, "UpdateActivationEnvironment", "a{ss}", ""),
+    m(DRIVER_INTERFACE, "NameHasOwner", "s", "b"),
+    m(DRIVER_INTERFACE, "ListNames", "", "as"),
+    m(DRIVER_INTERFACE, "ListActivatableNames", "", "as"),
+    m(DRIVER_INTERFACE, "AddMatch", "s", ""),
+    m(DRIVER_INTERFACE, "RemoveMatch", "s", ""),
+    m(DRIVER_INTERFACE, "GetNameOwner", "s", "s"),
+    m(DRIVER_INTERFACE, "ListQueuedOwners", "s", "as"),
+    m(DRIVER_INTERFACE, "GetConnectionUnixUser", "s", "u"),
+    m(DRIVER_INTERFACE, "GetConnectionUnixProcessID", "s", "u"),
+    m(DRIVER_INTERFACE, "GetAdtAuditSessionData", "s", "ay"),
+    m(
+        DRIVER_INTERFACE,
+        "GetConnectionSELinuxSecurityContext",
+        "s",
+        "ay",
+    ),
+    m(DRIVER_INTERFACE, "ReloadConfig", "", ""),
+    m(DRIVER_INTERFACE, "GetId", "", "s"),
+    m(DRIVER_INTERFACE, "GetConnectionCredentials", "s", "a{sv}"),
+    m(PROPERTIES, "Get", "ss", "v"),
+    m(PROPERTIES, "GetAll", "s", "a{sv}"),
+    m(PROPERTIES, "Set", "ssv", ""),
+    m(INTROSPECTABLE, "Introspect", "", "s"),
+    m(PEER, "GetMachineId", "", "s"),
+    m(PEER, "Ping", "", ""),
+];
+
+/// Interfaces in introspection order.
+const INTERFACES: &[&str] = &[DRIVER_INTERFACE, PROPERTIES, INTROSPECTABLE, PEER];
+
+/// Whether `interface` answers on object paths other than the canonical one.
+fn answers_anywhere(interface: &str) -> bool {
+    interface != PROPERTIES
+}
+
+/// A refusal: error name and text.
+type Refusal = (&'static str, String);
+
+/// A method's reply and the fds it carries.
+struct Reply {
+    msg: MessageBuilder,
+    fds: Vec<OwnedFd>,
+}
+
+impl From<MessageBuilder> for Reply {
+    fn from(msg: MessageBuilder) -> Reply {
+        Reply {
+            msg,
+            fds: Vec::new(),
+        }
+    }
+}
+
+impl Bus {
+    /// Handles a message addressed to `org.freedesktop.DBus`.
+    pub(crate) fn driver_call(&mut self, _now: Instant, from: PeerId, msg: &Message) {
+        if msg.message_type() != MessageType::MethodCall {
+            return;
+        }
+        let member = msg.member().unwrap_or_default();
+        let canonical = msg.path() == Some(DRIVER_PATH);
+        let available = |i: &str| canonical || answers_anywhere(i);
+        let method = match msg.interface() {
+            Some(iface) if !INTERFACES.contains(&iface) || !available(iface) => {
+                let text = format!("{DRIVER_NAME} does not understand message {member}");
+                return self.refuse(from, msg, error::UNKNOWN_INTERFACE, &text);
+            }
+            Some(iface) => METHODS
+                .iter()
+                .find(|m| m.interface == iface && m.name == member),
+            None => METHODS
+                .iter()
+                .find(|m| m.name == member && available(m.interface)),
+        };
+        let Some(method) = method else {
+            let text = format!("{DRIVER_NAME} does not understand message {member}");
+            return self.refuse(from, msg, error::UNKNOWN_METHOD, &text);
+        };
+        if msg.signature() != method.input {
+            let text = format!(
+                "Call to {member} has wrong args ({}, expected {})",
+                msg.signature(),
+                method.input
+            );
+            return self.refuse(from, msg, error::INVALID_ARGS, &text);
+        }
+        let result = self.run(from, msg, method);
+        match result {
+            Ok(Some(Reply { msg: reply, fds })) => {
+                if !msg.flags().no_reply_expected() {
+                    let reply = match self.peers.get(from).and_then(|p| p.unique.clone()) {
+                        Some(unique) => reply.destination(&unique),
+                        None => reply,
+                    };
+                    self.send_driver_with_fds(from, reply, fds);
+                }
+            }
+            Ok(None) => {}
+            Err((name, text)) => self.refuse(from, msg, name, &text),
+        }
+    }
+
+    /// Runs a method whose arguments match its signature. `Ok(None)`: no reply at all.
+    fn run(
+        &mut self,
+        from: PeerId,
+        msg: &Message,
+        method: &Method,
+    ) -> Result<Option<Reply>, Refusal> {
+        let serial = msg.serial();
+        let mut args = BodyReader::new(msg);
+        let reply = MessageBuilder::method_return(serial);
+        let empty = Ok(Some(MessageBuilder::method_return(serial).into()));
+        match (method.interface, method.name) {
+            (DRIVER_INTERFACE, "Hello") => {
+                Err((error::FAILED, "Already handled an Hello message".into()))
+            }
+            (DRIVER_INTERFACE, "RequestName") => {
+                let name = arg_str(&mut args)?;
+                let flags = args.read_u32().map_err(bad_args)?;
+                let result = self.request_name(from, name, flags)? as u32;
+                Ok(Some(reply.body("u", |w| w.u32(result)).into()))
+            }
+            (DRIVER_INTERFACE, "ReleaseName") => {
+                let name = arg_str(&mut args)?;
+                let result = self.release_name(from, name)? as u32;
+                Ok(Some(reply.body("u", |w| w.u32(result)).into()))
+            }
+            (DRIVER_INTERFACE, "StartServiceByName") => {
+                let name = arg_str(&mut args)?;
+                if name == DRIVER_NAME || self.resolve(name).is_some() {
+                    // DBUS_START_REPLY_ALREADY_RUNNING
+                    return Ok(Some(reply.body("u", |w| w.u32(2)).into()));
+                }
+                Err(service_unknown(name))
+            }
+            (DRIVER_INTERFACE, "UpdateActivationEnvironment") => Err((
+                error::NOT_SUPPORTED,
+                "This bus does not support service activation yet, so it keeps no activation \
+                 environment"
+                    .into(),
+            )),
+            (DRIVER_INTERFACE, "ReloadConfig") => Err((
+                error::NOT_SUPPORTED,
+                "This bus runs on its built-in configuration and cannot reload it yet".into(),
+            )),
+            (DRIVER_INTERFACE, "NameHasOwner") => {
+                let name = arg_str(&mut args)?;
+                let owned = name == DRIVER_NAME || self.resolve(name).is_some();
+                Ok(Some(reply.body("b", |w| w.bool(owned)).into()))
+            }
+            (DRIVER_INTERFACE, "ListNames") => {
+                let mut list = vec![DRIVER_NAME.to_owned()];
+                list.extend(
+                    self.peers
+                        .registered()
+                        .filter_map(|(_, p)| p.unique.as_deref().map(str::to_owned)),
+                );
+                list.extend(self.names.names().map(str::to_owned));
+                Ok(Some(reply.body("as", |w| string_array(w, &list)).into()))
+            }
+            (DRIVER_INTERFACE, "ListActivatableNames") => Ok(Some(
+                reply.body("as", |w| string_array(w, &[DRIVER_NAME])).into(),
+            )),
+            (DRIVER_INTERFACE, "AddMatch") => {
+                let text = arg_str(&mut args)?;
+                let rule = MatchRule::parse(text)
+                    .map_err(|e| (error::MATCH_RULE_INVALID, e.to_string()))?;
+                self.matches.add(from, rule);
+                empty
+            }
+            (DRIVER_INTERFACE, "RemoveMatch") => {
+                let text = arg_str(&mut args)?;
+                let rule = MatchRule::parse(text)
+                    .map_err(|e| (error::MATCH_RULE_INVALID, e.to_string()))?;
+                if !self.matches.remove(from, &rule) {
+                    let text = "The given match rule wasn't found and can't be removed";
+                    return Err((error::MATCH_RULE_NOT_FOUND, text.into()));
+                }
+                empty
+            }
+            (DRIVER_INTERFACE, "GetNameOwner") => {
+                let name = arg_str(&mut args)?;
+                let owner = if name == DRIVER_NAME {
+                    DRIVER_NAME.to_owned()
+                } else {
+                    self.unique_of(name).ok_or_else(|| {
+                        let text = format!("Could not get owner of name '{name}': no such name");
+                        (error::NAME_HAS_NO_OWNER, text)
+                    })?
+                };
+                Ok(Some(reply.body("s", |w| w.string(&owner)).into()))
+            }
+            (DRIVER_INTERFACE, "ListQueuedOwners") => {
+                let name = arg_str(&mut args)?;
+                let no_owner = || {
+                    let text = format!("Could not get owners of name '{name}': no such name");
+                    (error::NAME_HAS_NO_OWNER, text)
+                };
+                let list: Vec<String> = if name == DRIVER_NAME {
+                    vec![DRIVER_NAME.to_owned()]
+                } else if name.starts_with(':') {
+                    vec![self.unique_of(name).ok_or_else(no_owner)?]
+                } else {
+                    let queue = self.names.queue(name).ok_or_else(no_owner)?;
+                    queue
+                        .filter_map(|id| self.peers.get(id).and_then(|p| p.unique.as_deref()))
+                        .map(str::to_owned)
+                        .collect()
+                };
+                Ok(Some(reply.body("as", |w| string_array(w, &list)).into()))
+            }
+            (DRIVER_INTERFACE, "GetConnectionUnixUser") => {
+                let name = arg_str(&mut args)?;
+                let uid = match self.connection(name, "UID")? {
+                    None => self.config.bus_uid,
+                    Some(id) => self.peers.get(id).map_or(0, |p| p.creds.uid),
+                };
+                Ok(Some(reply.body("u", |w| w.u32(uid)).into()))
+            }
+            (DRIVER_INTERFACE, "GetConnectionUnixProcessID") => {
+                let name = arg_str(&mut args)?;
+                let pid = match self.connection(name, "PID")? {
+                    None => Some(self.config.bus_pid),
+                    Some(id) => self.peers.get(id).and_then(|p| p.creds.pid),
+                };
+                let pid = pid.ok_or_else(|| {
+                    let text = format!("Could not determine PID for '{name}'");
+                    (error::UNIX_PROCESS_ID_UNKNOWN, text)
+                })?;
+                Ok(Some(reply.body("u", |w| w.u32(pid)).into()))
+            }
+            (DRIVER_INTERFACE, "GetAdtAuditSessionData") => {
+                let name = arg_str(&mut args)?;
+                self.connection(name, "audit session data")?;
+                let text = format!("Could not determine audit session data for '{name}'");
+                Err((error::ADT_AUDIT_DATA_UNKNOWN, text))
+            }
+            (DRIVER_INTERFACE, "GetConnectionSELinuxSecurityContext") => {
+                let name = arg_str(&mut args)?;
+                let label = self
+                    .connection(name, "security context")?
+                    .and_then(|id| self.peers.get(id))
+                    .and_then(|p| p.creds.security_label.clone());
+                let label = label.ok_or_else(|| {
+                    let text = format!("Could not determine security context for '{name}'");
+                    (error::SELINUX_CONTEXT_UNKNOWN, text)
+                })?;
+                Ok(Some(reply.body("ay", |w| w.byte_array(&label)).into()))
+            }
+            (DRIVER_INTERFACE, "GetId") => {
+                let guid = self.config.guid.clone();
+                Ok(Some(reply.body("s", |w| w.string(&guid)).into()))
+            }
+            (DRIVER_INTERFACE, "GetConnectionCredentials") => {
+                let name = arg_str(&mut args)?;
+                let target = self.connection(name, "credentials")?;
+                let caller_fds = self.peers.get(from).is_some_and(|p| p.unix_fds);
+                Ok(Some(self.credentials_reply(serial, target, caller_fds)))
+            }
+            (PROPERTIES, "Get") => {
+                let iface = arg_str(&mut args)?;
+                let prop = arg_str(&mut args)?;
+                let value = property(iface, prop)?;
+                Ok(Some(
+                    reply
+                        .body("v", |w| w.variant("as", |w| string_array(w, value)))
+                        .into(),
+                ))
+            }
+            (PROPERTIES, "GetAll") => {
+                let iface = arg_str(&mut args)?;
+                if iface != DRIVER_INTERFACE {
+                    return Err(unknown_interface(iface));
+                }
+                Ok(Some(
+                    reply
+                        .body("a{sv}", |w| {
+                            w.array("{sv}", |w| {
+                                for (name, value) in
+                                    [("Features", FEATURES), ("Interfaces", EXTRA_INTERFACES)]
+                                {
+                                    w.dict_entry(|w| {
+                                        w.string(name);
+                                        w.variant("as", |w| string_array(w, value));
+                                    });
+                                }
+                            })
+                        })
+                        .into(),
+                ))
+            }
+            (PROPERTIES, "Set") => {
+                let iface = arg_str(&mut args)?;
+                let prop = arg_str(&mut args)?;
+                property(iface, prop)?;
+                let text = format!("Property '{iface}.{prop}' cannot be set");
+                Err((error::PROPERTY_READ_ONLY, text))
+            }
+            (INTROSPECTABLE, "Introspect") => {
+                let xml = introspect(msg.path().unwrap_or("/"));
+                Ok(Some(reply.body("s", |w| w.string(&xml)).into()))
+            }
+            (PEER, "GetMachineId") => {
+                let id = self.config.machine_id.clone();
+                Ok(Some(reply.body("s", |w| w.string(&id)).into()))
+            }
+            (PEER, "Ping") => empty,
+            _ => {
+                let text = format!("{DRIVER_NAME} does not understand message {}", method.name);
+                Err((error::UNKNOWN_METHOD, text))
+            }
+        }
+    }
+
+    /// RequestName, after argument checks: the registry decides, the bus announces.
+    fn request_name(
+        &mut self,
+        from: PeerId,
+        name: &str,
+        flags: u32,
+    ) -> Result<RequestReply, Refusal> {
+        if !names::is_valid_bus_name(name) {
+            let text = format!("Requested bus name \"{name}\" is not valid");
+            return Err((error::INVALID_ARGS, text));
+        }
+        if name.starts_with(':') {
+            let text = format!("Cannot acquire a service starting with ':' such as \"{name}\"");
+            return Err((error::INVALID_ARGS, text));
+        }
+        if name == DRIVER_NAME {
+            let unique = self
+                .peers
+                .get(from)
+                .and_then(|p| p.unique.as_deref())
+                .unwrap_or("");
+            let text = format!(
+                "Connection \"{unique}\" is not allowed to own the service \"{DRIVER_NAME}\" \
+                 because it is reserved for D-Bus' use only"
+            );
+            return Err((error::INVALID_ARGS, text));
+        }
+        let (result, change) = self.names.request(name, from, flags);
+        self.sync_membership(from, name);
+        if let Some(change) = change {
+            if let Some(old) = change.old {
+                self.sync_membership(old, name);
+            }
+            self.announce(&change);
+        }
+        Ok(result)
+    }
+
+    /// ReleaseName, after argument checks.
+    fn release_name(&mut self, from: PeerId, name: &str) -> Result<ReleaseReply, Refusal> {
+        if !names::is_valid_bus_name(name) {
+            let text = format!("Given bus name \"{name}\" is not valid");
+            return Err((error::INVALID_ARGS, text));
+        }
+        if name.starts_with(':') {
+            let text = format!("Cannot release a service starting with ':' such as \"{name}\"");
+            return Err((error::INVALID_ARGS, text));
+        }
+        if name == DRIVER_NAME {
+            let text = format!(
+                "Cannot release the service \"{DRIVER_NAME}\" because it is owned by the bus"
+            );
+            return Err((error::INVALID_ARGS, text));
+        }
+        let (result, change) = self.names.release(name, from);
+        self.sync_membership(from, name);
+        if let Some(change) = change {
+            self.announce(&change);
+        }
+        Ok(result)
+    }
+
+    /// Keeps `peer`'s list of names in step with whether it stands in `name`'s queue.
+    fn sync_membership(&mut self, peer: PeerId, name: &str) {
+        let queued = self
+            .names
+            .queue(name)
+            .is_some_and(|mut q| q.any(|p| p == peer));
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let position = p.names.iter().position(|n| &**n == name);
+        match (queued, position) {
+            (true, None) => p.names.push(name.into()),
+            (false, Some(i)) => {
+                p.names.remove(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// The unique name a bus name resolves to.
+    fn unique_of(&self, name: &str) -> Option<String> {
+        let id = self.resolve(name)?;
+        self.peers.get(id)?.unique.as_deref().map(str::to_owned)
+    }
+
+    /// The connection a GetConnection* argument names: `Ok(None)` for the driver itself.
+    fn connection(&self, name: &str, what: &str) -> Result<Option<PeerId>, Refusal> {
+        if name == DRIVER_NAME {
+            return Ok(None);
+        }
+        match self.resolve(name) {
+            Some(id) => Ok(Some(id)),
+            None => {
+                let text = format!("Could not get {what} of name '{name}': no such name");
+                Err((error::NAME_HAS_NO_OWNER, text))
+            }
+        }
+    }
+
+    /// The reply of GetConnectionCredentials for `target` (`None`: the bus itself).
+    fn credentials_reply(&self, serial: u32, target: Option<PeerId>, caller_fds: bool) -> Reply {
+        let (uid, pid, groups, label, pidfd) = match target.and_then(|id| self.peers.get(id)) {
+            Some(p) => {
+                let c = &p.creds;
+                let pidfd = if caller_fds {
+                    c.pidfd.as_ref().and_then(|f| f.try_clone().ok())
+                } else {
+                    None
+                };
+                (
+                    c.uid,
+                    c.pid,
+                    Some(c.groups.clone()),
+                    c.security_label.clone(),
+                    pidfd,
+                )
+            }
+            None => (
+                self.config.bus_uid,
+                Some(self.config.bus_pid),
+                None,
+                None,
+                None,
+            ),
+        };
+        let fds: Vec<_> = pidfd.into_iter().collect();
+        let has_fd = !fds.is_empty();
+        let msg = MessageBuilder::method_return(serial)
+            .unix_fds(fds.len() as u32)
+            .body("a{sv}", |w| {
+                w.array("{sv}", |w| {
+                    entry(w, "UnixUserID", "u", |w| w.u32(uid));
+                    if let Some(groups) = &groups {
+                        entry(w, "UnixGroupIDs", "au", |w| {
+                            w.array("u", |w| groups.iter().for_each(|&g| w.u32(g)))
+                        });
+                    }
+                    if let Some(pid) = pid {
+                        entry(w, "ProcessID", "u", |w| w.u32(pid));
+                    }
+                    if has_fd {
+                        entry(w, "ProcessFD", "h", |w| w.unix_fd(0));
+                    }
+                    if let Some(label) = &label {
+                        let mut bytes = label.clone();
+                        bytes.push(0);
+                        entry(w, "LinuxSecurityLabel", "ay", |w| w.byte_array(&bytes));
+                    }
+                })
+            });
+        Reply { msg, fds }
+    }
+}
+
+/// The introspection XML of the driver at `path`.
+fn introspect(path: &str) -> String {
+    let canonical = path == DRIVER_PATH;
+    let mut xml = String::from(
+        "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n\
+         \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n",
+    );
+    for &iface in INTERFACES
+        .iter()
+        .filter(|i| canonical || answers_anywhere(i))
+    {
+        let _ = writeln!(xml, "  <interface name=\"{iface}\">");
+        for method in METHODS.iter().filter(|m| m.interface == iface) {
+            let _ = writeln!(xml, "    <method name=\"{}\">", method.name);
+            for (dir, sig) in [("in", method.input), ("out", method.output)] {
+                for ty in split_types(sig) {
+                    let _ = writeln!(xml, "      <arg direction=\"{dir}\" type=\"{ty}\"/>");
+                }
+            }
+            xml.push_str("    </method>\n");
+        }
+        match iface {
+            DRIVER_INTERFACE => {
+                for prop in ["Features", "Interfaces"] {
+                    let _ = writeln!(
+                        xml,
+                        "    <property name=\"{prop}\" type=\"as\" access=\"read\">\n      \
+                         <annotation name=\"org.freedesktop.DBus.Property.EmitsChangedSignal\" \
+                         value=\"const\"/>\n    </property>"
+                    );
+                }
+                for (signal, args) in [
+                    ("NameOwnerChanged", 3),
+                    ("NameLost", 1),
+                    ("NameAcquired", 1),
+                ] {
+                    let _ = writeln!(xml, "    <signal name=\"{signal}\">");
+                    for _ in 0..args {
+                        xml.push_str("      <arg type=\"s\"/>\n");
+                    }
+                    xml.push_str("    </signal>\n");
+                }
+            }
+            PROPERTIES => xml.push_str(
+                "    <signal name=\"PropertiesChanged\">\n      \
+                 <arg type=\"s\" name=\"interface_name\"/>\n      \
+                 <arg type=\"a{sv}\" name=\"changed_properties\"/>\n      \
+                 <arg type=\"as\" name=\"invalidated_properties\"/>\n    </signal>\n",
+            ),
+            _ => {}
+        }
+        xml.push_str("  </interface>\n");
+    }
+    // The driver is the only object; show the way to it from its ancestors.
+    if let Some(rest) = DRIVER_PATH.strip_prefix(path).filter(|_| !canonical) {
+        let child = rest.trim_start_matches('/');
+        if path == "/" || rest.starts_with('/') {
+            let _ = writeln!(xml, "  <node name=\"{child}\"/>");
+        }
+    }
+    xml.push_str("</node>\n");
+    xml
+}
+
+/// The single complete types of a signature made of simple types and `a{..}`/`a.` arrays.
+fn split_types(sig: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = sig.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let mut end = start;
+        let mut depth = 0i32;
+        loop {
+            match bytes[end] {
+                b'a' => {}
+                b'{' | b'(' => depth += 1,
+                b'}' | b')' => depth -= 1,
+                _ => {}
+            }
+            let is_array_prefix = bytes[end] == b'a';
+            end += 1;
+            if depth == 0 && !is_array_prefix || end >= bytes.len() {
+                break;
+            }
+        }
+        out.push(&sig[start..end]);
+        start = end;
+    }
+    out
+}
+
+fn property(iface: &str, prop: &str) -> Result<&'static [&'static str], Refusal> {
+    if iface != DRIVER_INTERFACE {
+        return Err(unknown_interface(iface));
+    }
+    match prop {
+        "Features" => Ok(FEATURES),
+        "Interfaces" => Ok(EXTRA_INTERFACES),
+        _ => Err((
+            error::UNKNOWN_PROPERTY,
+            format!("Property \"{iface}.{prop}\" not found"),
+        )),
+    }
+}
+
+fn unknown_interface(iface: &str) -> Refusal {
+    (
+        error::UNKNOWN_INTERFACE,
+        format!("Interface \"{iface}\" not found"),
+    )
+}
+
+fn service_unknown(name: &str) -> Refusal {
+    let text = format!("The name {name} was not provided by any .service files");
+    (error::SERVICE_UNKNOWN, text)
+}
+
+fn arg_str<'a>(args: &mut BodyReader<'a>) -> Result<&'a str, Refusal> {
+    args.read_str().map_err(bad_args)
+}
+
+fn bad_args(e: tram_wire::WireError) -> Refusal {
+    (error::INVALID_ARGS, e.to_string())
+}
+
+fn string_array<S: AsRef<str>>(w: &mut BodyWriter, items: &[S]) {
+    w.array("s", |w| items.iter().for_each(|s| w.string(s.as_ref())));
+}
+
+fn entry(w: &mut BodyWriter, key: &str, sig: &str, value: impl FnOnce(&mut BodyWriter)) {
+    w.dict_entry(|w| {
+        w.string(key);
+        w.variant(sig, value);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_types_handles_containers() {
+        assert_eq!(split_types("su"), ["s", "u"]);
+        assert_eq!(split_types("a{ss}"), ["a{ss}"]);
+        assert_eq!(split_types("asu"), ["as", "u"]);
+        assert_eq!(split_types("a{sv}as"), ["a{sv}", "as"]);
+        assert_eq!(split_types(""), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn introspection_lists_each_method_once_and_children_on_ancestors() {
+        let xml = introspect(DRIVER_PATH);
+        assert_eq!(xml.matches("<method name=\"RequestName\">").count(), 1);
+        assert!(xml.contains("<interface name=\"org.freedesktop.DBus.Properties\">"));
+        assert!(!xml.contains("<node name="));
+        let root = introspect("/");
+        assert!(root.contains("<node name=\"org/freedesktop/DBus\"/>"));
+        assert!(!root.contains("org.freedesktop.DBus.Properties\">"));
+        assert!(introspect("/org").contains("<node name=\"freedesktop/DBus\"/>"));
+        assert!(!introspect("/other").contains("<node name="));
+    }
+}
