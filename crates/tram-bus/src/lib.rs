@@ -24,6 +24,7 @@ mod driver;
 pub mod match_rule;
 mod names;
 mod peer;
+pub mod policy;
 mod replies;
 
 pub use bus::{Action, Bus, BusConfig};

@@ -1,0 +1,1 @@
+//! Message bus policy: dbus-daemon's <policy> rules and their evaluation.

@@ -1,0 +1,1 @@
+//! dbus-daemon's XML configuration language, parsed into typed configuration.
