@@ -1,1 +1,0 @@
-//! Match rules: parsing, matching, and the index that finds a broadcast's receivers.
