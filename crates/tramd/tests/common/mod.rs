@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod raw;
+pub mod service;
 pub mod value;
 
 use std::io::{BufRead, BufReader, Read};
@@ -28,6 +29,7 @@ pub use raw::{
     BUS, BUS_PATH, DEADLINE, ERROR, METHOD_CALL, METHOD_RETURN, Msg, NO_AUTO_START,
     NO_REPLY_EXPECTED, RawClient, RawMessage, Recv, SIGNAL, field,
 };
+pub use service::{Seen, Service};
 pub use value::Value;
 
 /// How long an external client program may run.
@@ -128,10 +130,29 @@ impl TestBus {
     /// # Panics
     /// The bus does not start or print its address in time.
     pub fn start_kind(kind: BusKind) -> TestBus {
+        TestBus::launch(kind, None)
+    }
+
+    /// Starts `kind` with the configuration file `config` (XML text, written next to the
+    /// socket) instead of `--session`.
+    pub fn with_config(kind: BusKind, config: &str) -> TestBus {
+        TestBus::launch(kind, Some(config))
+    }
+
+    fn launch(kind: BusKind, config: Option<&str>) -> TestBus {
         let dir = fresh_dir();
         let socket = dir.join("bus");
-        let mut child = Command::new(kind.program())
-            .arg("--session")
+        let mut command = Command::new(kind.program());
+        match config {
+            Some(xml) => {
+                let file = dir.join("bus.conf");
+                std::fs::write(&file, xml)
+                    .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+                command.arg(format!("--config-file={}", file.display()))
+            }
+            None => command.arg("--session"),
+        };
+        let mut child = command
             .arg("--nofork")
             .arg("--print-address=1")
             .arg(format!("--address=unix:path={}", socket.display()))
@@ -243,9 +264,10 @@ impl TestBus {
         .unwrap_or_else(|e| panic!("zbus connection: {e}; bus stderr:\n{}", self.stderr()))
     }
 
-    /// Runs `dbus-send --address=ADDR ARGS…`.
+    /// Runs `dbus-send --bus=ADDR ARGS…` (`--bus` registers with Hello; dbus-send's
+    /// `--address` is `--peer`, which does not).
     pub fn dbus_send(&self, args: &[&str]) -> ToolOutput {
-        let addr = format!("--address={}", self.address);
+        let addr = format!("--bus={}", self.address);
         run_tool("dbus-send", &[&[addr.as_str()], args].concat(), &self.env())
     }
 

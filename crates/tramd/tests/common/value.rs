@@ -37,8 +37,10 @@ pub enum Value {
     Sig(String),
     /// `h`: an index into the message's fds.
     Fd(u32),
-    /// `a…`: the element signature (needed for empty arrays) and the elements.
+    /// `a…`: the element signature (needed for empty arrays) and the elements. Never `ay`.
     Array(String, Vec<Value>),
+    /// `ay`, kept as bytes (the decoder always produces this for `ay`).
+    Bytes(Vec<u8>),
     /// `(…)`
     Struct(Vec<Value>),
     /// `{…}`, only inside an array.
@@ -96,6 +98,7 @@ impl Value {
             Value::Sig(_) => "g".into(),
             Value::Fd(_) => "h".into(),
             Value::Array(elem, _) => format!("a{elem}"),
+            Value::Bytes(_) => "ay".into(),
             Value::Struct(members) => {
                 let inner: String = members.iter().map(Value::signature).collect();
                 format!("({inner})")
@@ -184,6 +187,8 @@ impl fmt::Display for Value {
             Value::Path(v) => write!(f, "objpath {v:?}"),
             Value::Sig(v) => write!(f, "signature {v:?}"),
             Value::Fd(v) => write!(f, "handle {v}"),
+            Value::Bytes(v) if v.len() <= 64 => write!(f, "bytes {v:?}"),
+            Value::Bytes(v) => write!(f, "bytes [{} bytes]", v.len()),
             Value::Array(elem, items) => {
                 if items.is_empty() {
                     return write!(f, "@a{elem} []");
@@ -370,6 +375,10 @@ impl Enc {
                 let len = u32::try_from(self.buf.len() - start).unwrap_or(u32::MAX);
                 self.patch_u32(len_pos, len);
             }
+            Value::Bytes(bytes) => {
+                self.u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+                self.buf.extend_from_slice(bytes);
+            }
             Value::Struct(members) => {
                 self.pad(8);
                 for m in members {
@@ -495,6 +504,15 @@ impl<'a> Dec<'a> {
             b'g' => {
                 let len = usize::from(self.take::<1>()?[0]);
                 Value::Sig(self.string_bytes(len)?)
+            }
+            b'a' if ty == "ay" => {
+                let len = self.u32()? as usize;
+                let bytes = self
+                    .data
+                    .get(self.pos..self.pos + len)
+                    .ok_or_else(|| format!("array of {len} bytes overruns the body"))?;
+                self.pos += len;
+                Value::Bytes(bytes.to_vec())
             }
             b'a' => {
                 let elem = &ty[1..];
