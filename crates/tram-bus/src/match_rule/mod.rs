@@ -134,7 +134,8 @@ impl MatchRule {
     /// The syntax is dbus-daemon's: whitespace (space, tab, CR, LF) may precede a key and
     /// separate it from its `=`, but belongs to the value after the `=`; a value runs to the next
     /// comma outside quotes; inside single quotes a backslash is literal, outside them `\'` is an
-    /// apostrophe and a backslash before anything else stays, together with that character. A
+    /// apostrophe and a backslash before anything else stays, together with that character (so,
+    /// unlike what the specification's wording suggests, `\,` does not end a value). A
     /// key that is empty (`,=…` or a trailing `,`) ends the rule. `argN` takes `N` as C's
     /// `strtoul` does (`arg0x1` is `arg1`, `arg010` is `arg8`).
     ///
