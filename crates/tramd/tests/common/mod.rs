@@ -271,11 +271,13 @@ impl TestBus {
         run_tool("dbus-send", &[&[addr.as_str()], args].concat(), &self.env())
     }
 
-    /// Runs `gdbus COMMAND --address ADDR ARGS…`.
+    /// Runs `gdbus COMMAND --session ARGS…` with `DBUS_SESSION_BUS_ADDRESS` set to this bus.
+    /// (`gdbus --address` makes a peer connection: `gdbus emit` then sends its signal before
+    /// Hello, which a bus refuses.)
     pub fn gdbus(&self, command: &str, args: &[&str]) -> ToolOutput {
         run_tool(
             "gdbus",
-            &[&[command, "--address", self.address.as_str()], args].concat(),
+            &[&[command, "--session"], args].concat(),
             &self.env(),
         )
     }
