@@ -619,13 +619,14 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                 pos = end;
             }
             _ => {
-                let (s, end) = v.string(value, fields_end).map_err(in_header)?;
+                // The name checks accept only ASCII without nul bytes, so they also do the
+                // string checks.
+                let (s, end) = v.string_bytes(value, fields_end).map_err(in_header)?;
                 let valid = match code {
-                    FIELD_PATH => names::is_valid_object_path(s),
-                    FIELD_INTERFACE => names::is_valid_interface(s),
-                    FIELD_MEMBER => names::is_valid_member(s),
-                    FIELD_ERROR_NAME => names::is_valid_error_name(s),
-                    _ => names::is_valid_bus_name(s),
+                    FIELD_PATH => names::object_path(s),
+                    FIELD_INTERFACE | FIELD_ERROR_NAME => names::interface(s),
+                    FIELD_MEMBER => names::member(s),
+                    _ => names::bus_name(s),
                 };
                 if !valid {
                     return Err(invalid);

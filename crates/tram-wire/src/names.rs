@@ -12,22 +12,7 @@ pub const MAX_NAME_LEN: usize = 255;
 /// At most 255 bytes, at least two non-empty elements separated by `.`, each made of
 /// `[A-Za-z0-9_-]`; elements of well-known names must not start with a digit.
 pub fn is_valid_bus_name(s: &str) -> bool {
-    if s.len() > MAX_NAME_LEN {
-        return false;
-    }
-    let (rest, unique) = match s.strip_prefix(':') {
-        Some(rest) => (rest, true),
-        None => (s, false),
-    };
-    dotted(rest, |element| {
-        let Some(&first) = element.first() else {
-            return false;
-        };
-        (unique || !first.is_ascii_digit())
-            && element
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-    })
+    bus_name(s.as_bytes())
 }
 /// A unique connection name (starts with `:`).
 pub fn is_valid_unique_name(s: &str) -> bool {
@@ -42,7 +27,7 @@ pub fn is_valid_well_known_name(s: &str) -> bool {
 /// At most 255 bytes, at least two non-empty elements separated by `.`, each made of
 /// `[A-Za-z0-9_]` and not starting with a digit.
 pub fn is_valid_interface(s: &str) -> bool {
-    s.len() <= MAX_NAME_LEN && dotted(s, is_identifier)
+    interface(s.as_bytes())
 }
 /// An error name (same syntax as an interface name).
 pub fn is_valid_error_name(s: &str) -> bool {
@@ -50,43 +35,92 @@ pub fn is_valid_error_name(s: &str) -> bool {
 }
 /// A member name: 1 to 255 bytes of `[A-Za-z0-9_]`, not starting with a digit.
 pub fn is_valid_member(s: &str) -> bool {
-    s.len() <= MAX_NAME_LEN && is_identifier(s.as_bytes())
+    member(s.as_bytes())
 }
 /// An object path: `/`, or `/` followed by non-empty elements of `[A-Za-z0-9_]` separated by
 /// single slashes, without a trailing slash. Any length.
 pub fn is_valid_object_path(s: &str) -> bool {
-    let Some(rest) = s.as_bytes().strip_prefix(b"/") else {
-        return false;
+    object_path(s.as_bytes())
+}
+
+// The byte-level checks below accept ASCII only, so bytes they accept are valid UTF-8 without
+// nul bytes; message validation relies on that to skip those checks for header fields.
+
+/// [`is_valid_bus_name`] on bytes.
+pub(crate) fn bus_name(s: &[u8]) -> bool {
+    let (rest, unique) = match s.strip_prefix(b":") {
+        Some(rest) => (rest, true),
+        None => (s, false),
     };
-    rest.is_empty()
-        || rest.split(|&c| c == b'/').all(|element| {
-            !element.is_empty()
-                && element
-                    .iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || c == b'_')
-        })
+    // Unique names may start elements with digits: treat digits as word characters there.
+    let leading = if unique { WORD | DIGIT } else { WORD };
+    s.len() <= MAX_NAME_LEN && dotted(rest, b'.', leading, WORD | DIGIT | HYPHEN) >= 2
 }
 
-/// Whether `s` has at least two `.`-separated elements, each accepted by `element`.
-fn dotted(s: &str, element: impl Fn(&[u8]) -> bool) -> bool {
-    let mut count = 0usize;
-    for e in s.as_bytes().split(|&c| c == b'.') {
-        if !element(e) {
-            return false;
-        }
-        count += 1;
-    }
-    count >= 2
+/// [`is_valid_interface`] on bytes.
+pub(crate) fn interface(s: &[u8]) -> bool {
+    s.len() <= MAX_NAME_LEN && dotted(s, b'.', WORD, WORD | DIGIT) >= 2
 }
 
-/// A non-empty run of `[A-Za-z0-9_]` not starting with a digit.
-fn is_identifier(e: &[u8]) -> bool {
-    match e.first() {
-        Some(first) if !first.is_ascii_digit() => {
-            e.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
-        }
-        _ => false,
+/// [`is_valid_member`] on bytes. (No separator: a nul byte would make two elements.)
+pub(crate) fn member(s: &[u8]) -> bool {
+    s.len() <= MAX_NAME_LEN && dotted(s, 0, WORD, WORD | DIGIT) == 1
+}
+
+/// [`is_valid_object_path`] on bytes.
+pub(crate) fn object_path(s: &[u8]) -> bool {
+    match s.strip_prefix(b"/") {
+        Some([]) => true,
+        Some(rest) => dotted(rest, b'/', WORD | DIGIT, WORD | DIGIT) >= 1,
+        None => false,
     }
+}
+
+/// Character classes for [`dotted`].
+const WORD: u8 = 1; // A-Z a-z _
+const DIGIT: u8 = 2; // 0-9
+const HYPHEN: u8 = 4; // -
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = if c.is_ascii_alphabetic() || c == b'_' {
+            WORD
+        } else if c.is_ascii_digit() {
+            DIGIT
+        } else if c == b'-' {
+            HYPHEN
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Counts the elements of `s` separated by `sep`, or returns 0 if an element is empty, starts
+/// with a character outside `first`, or contains one outside `rest`.
+fn dotted(s: &[u8], sep: u8, first: u8, rest: u8) -> usize {
+    let mut elements = 1;
+    let mut at_start = true;
+    for &c in s {
+        if c == sep {
+            if at_start {
+                return 0;
+            }
+            elements += 1;
+            at_start = true;
+            continue;
+        }
+        let allowed = if at_start { first } else { rest };
+        if CLASS[usize::from(c)] & allowed == 0 {
+            return 0;
+        }
+        at_start = false;
+    }
+    if at_start { 0 } else { elements }
 }
 
 #[cfg(test)]

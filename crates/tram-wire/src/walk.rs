@@ -212,8 +212,8 @@ impl<'a> Validator<'a> {
                 }
                 b's' => self.string(pos, limit)?.1,
                 b'o' => {
-                    let (s, end) = self.string(pos, limit)?;
-                    if !names::is_valid_object_path(s) {
+                    let (s, end) = self.string_bytes(pos, limit)?;
+                    if !names::object_path(s) {
                         return Err(WireError::BadBody("invalid object path"));
                     }
                     end
@@ -246,6 +246,16 @@ impl<'a> Validator<'a> {
                         .ok_or(WireError::BadSignature("array without element type"))?;
                     if n == 0 {
                         scope.si = after;
+                        first
+                    } else if let Some(size) = unconstrained_size(elem_code) {
+                        // Numbers without invalid values: only the length needs checking.
+                        if n % size != 0 {
+                            return Err(WireError::BadArray(
+                                "length is not a whole number of elements",
+                            ));
+                        }
+                        scope.si = after;
+                        end
                     } else {
                         frames.push(Frame::Array {
                             elem: scope.si,
@@ -253,8 +263,8 @@ impl<'a> Validator<'a> {
                             end: to_u32(end)?,
                         });
                         depth += 1;
+                        first
                     }
-                    first
                 }
                 b'(' | b'{' => {
                     depth += 1;
@@ -291,6 +301,25 @@ impl<'a> Validator<'a> {
 
     /// Validates the `s` (or `o`) at `pos`; returns it and the position after its nul.
     pub(crate) fn string(&self, pos: usize, limit: usize) -> Result<(&'a str, usize), WireError> {
+        let (text, end) = self.string_bytes(pos, limit)?;
+        // Short ASCII strings (names, paths, most text) are the rule: check them in one pass.
+        let s = if text.iter().all(|&b| b.wrapping_sub(1) < 0x7f) {
+            std::str::from_utf8(text).ok()
+        } else if text.contains(&0) {
+            return Err(WireError::BadString("contains a nul byte"));
+        } else {
+            std::str::from_utf8(text).ok()
+        };
+        Ok((s.ok_or(WireError::BadString("not valid UTF-8"))?, end))
+    }
+
+    /// Checks the framing of the `s` (or `o`) at `pos`, not its text; returns the text and the
+    /// position after its nul.
+    pub(crate) fn string_bytes(
+        &self,
+        pos: usize,
+        limit: usize,
+    ) -> Result<(&'a [u8], usize), WireError> {
         let p = self.pad(pos, 4, limit)?;
         let len = self.u32_within(p, limit)? as usize;
         let start = p + 4;
@@ -306,11 +335,7 @@ impl<'a> Validator<'a> {
         if self.bytes.u8_at(nul) != Some(0) {
             return Err(WireError::BadString("missing nul terminator"));
         }
-        if text.contains(&0) {
-            return Err(WireError::BadString("contains a nul byte"));
-        }
-        let s = std::str::from_utf8(text).map_err(|_| WireError::BadString("not valid UTF-8"))?;
-        Ok((s, nul + 1))
+        Ok((text, nul + 1))
     }
 
     /// Checks the framing of the `g` at `pos` (not its syntax); returns where its text starts,
@@ -415,6 +440,18 @@ pub(crate) fn skip(bytes: Bytes<'_>, sig: &[u8], si: usize, pos: usize) -> Optio
                 None => return Some((si, pos)),
             }
         }
+    }
+}
+
+/// The size of the fixed-size types all of whose bit patterns are valid, which arrays can hold
+/// without each element being looked at.
+fn unconstrained_size(code: u8) -> Option<usize> {
+    match code {
+        b'y' => Some(1),
+        b'n' | b'q' => Some(2),
+        b'i' | b'u' => Some(4),
+        b'x' | b't' | b'd' => Some(8),
+        _ => None,
     }
 }
 
