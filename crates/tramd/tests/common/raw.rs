@@ -715,6 +715,29 @@ impl RawClient {
         self.pending.drain(..).collect()
     }
 
+    /// Like [`RawClient::sync`], but tolerates the bus closing the connection: `None` then.
+    pub fn try_sync(&mut self) -> Option<Vec<Msg>> {
+        let serial = self.next_serial();
+        let ping = RawMessage::call(Some(BUS), "/", Some("org.freedesktop.DBus.Peer"), "Ping");
+        self.try_write_all(&ping.encode(serial)).ok()?;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.read_message(deadline) {
+                Recv::Msg(m) if m.reply_serial == Some(serial) => {
+                    return Some(self.pending.drain(..).collect());
+                }
+                Recv::Msg(m) => self.pending.push_back(m),
+                Recv::Closed => return None,
+                Recv::Timeout => self.fail("timed out waiting for the Ping reply"),
+            }
+        }
+    }
+
+    /// Fds that arrived but belong to no message read so far.
+    pub fn unclaimed_fds(&self) -> usize {
+        self.infds.len()
+    }
+
     /// Asserts that the bus closes the connection before the deadline (messages sent before
     /// the close are skipped).
     ///
