@@ -1,0 +1,616 @@
+//! The byte and fd streams of one client connection.
+//!
+//! A [`Connection`] owns the socket and what is in flight on it; it knows nothing about the
+//! bus. What it guarantees:
+//!
+//! * **Reading.** Every `recvmsg` uses `MSG_CMSG_CLOEXEC`; fds that arrive (SCM_RIGHTS) join a
+//!   per-connection queue, and a message takes as many from the front as its `UNIX_FDS` header
+//!   field declares. Fds on a connection that did not negotiate fd passing, truncated control
+//!   data, or more than [`MAX_QUEUED_FDS`] waiting fds are errors.
+//! * **Framing.** Complete messages are cut with [`tram_wire::frame_len`], each copied once into
+//!   its own buffer and validated by [`Message::parse`]; a message declaring more than
+//!   [`MAX_MESSAGE_LEN`] bytes is an error before any of its body is buffered.
+//! * **Idle connections are cheap.** Reads land in a scratch buffer shared by all connections;
+//!   a connection keeps bytes only while a message is incomplete, and its receive buffer is
+//!   freed as soon as it is empty again.
+//! * **Writing.** Raw bytes (authentication replies) go first, then the bus's transmit queue,
+//!   many messages per vectored `sendmsg` with `MSG_NOSIGNAL`. A message with fds starts its
+//!   own `sendmsg`, its fds attached to its first byte. A partial write is resumed later from
+//!   where it stopped.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tram_bus::TxQueue;
+use tram_wire::{FIXED_HEADER_LEN, MAX_MESSAGE_LEN, Message, WireError};
+
+/// The most fds a connection may have waiting for their message.
+pub(crate) const MAX_QUEUED_FDS: usize = 1024;
+
+/// The most fds the kernel passes in one `recvmsg` (SCM_MAX_FD).
+const MAX_FDS_PER_RECV: usize = 253;
+/// The size of the shared read buffer.
+const SCRATCH_LEN: usize = 64 * 1024;
+/// The least a read into a connection's own buffer asks for.
+const MIN_READ: usize = 4096;
+/// The most a read into a connection's own buffer asks for.
+const MAX_READ: usize = 1024 * 1024;
+/// How many iovecs one `sendmsg` carries (two per message at most).
+const MAX_IOVECS: usize = 64;
+
+/// Buffers shared by every connection of the event loop.
+pub(crate) struct Scratch {
+    data: Vec<u8>,
+    control: Vec<MaybeUninit<u8>>,
+}
+
+/// One client connection: its socket and the bytes and fds in flight.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    fd: OwnedFd,
+    rx: RxBuf,
+    rx_fds: VecDeque<OwnedFd>,
+    tx_raw: Vec<u8>,
+    unix_fds: bool,
+}
+
+/// What one [`Connection::receive`] call saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Bytes arrived. `more_likely` is false when the read did not fill its buffer, so the
+    /// socket is probably drained.
+    Data {
+        /// Whether another read would probably find more.
+        more_likely: bool,
+    },
+    /// Nothing to read now.
+    WouldBlock,
+    /// The peer closed its end.
+    Eof,
+}
+
+/// Whether a flush wrote everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Nothing is left to write.
+    Done,
+    /// The socket is full; wait for it to become writable.
+    Blocked,
+}
+
+/// Why a connection must be closed.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// A socket call failed.
+    Io(io::Error),
+    /// The peer sent an invalid message.
+    Wire(WireError),
+    /// The peer sent fds without negotiating fd passing.
+    FdsNotNegotiated,
+    /// The peer sent more fds than [`MAX_QUEUED_FDS`] ahead of their messages.
+    TooManyFds,
+    /// The kernel truncated the control data (fds were lost).
+    ControlTruncated,
+    /// A message declared more fds than arrived.
+    MissingFds {
+        /// What the message declared.
+        declared: u32,
+        /// What was queued.
+        queued: usize,
+    },
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "socket error: {e}"),
+            ConnError::Wire(e) => write!(f, "invalid message: {e}"),
+            ConnError::FdsNotNegotiated => {
+                f.write_str("sent file descriptors without negotiating fd passing")
+            }
+            ConnError::TooManyFds => {
+                write!(
+                    f,
+                    "sent more than {MAX_QUEUED_FDS} file descriptors ahead of messages"
+                )
+            }
+            ConnError::ControlTruncated => f.write_str("control data truncated, fds lost"),
+            ConnError::MissingFds { declared, queued } => write!(
+                f,
+                "message declares {declared} file descriptors but {queued} arrived"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> ConnError {
+        ConnError::Io(e)
+    }
+}
+
+impl From<Errno> for ConnError {
+    fn from(e: Errno) -> ConnError {
+        ConnError::Io(e.into())
+    }
+}
+
+impl From<WireError> for ConnError {
+    fn from(e: WireError) -> ConnError {
+        ConnError::Wire(e)
+    }
+}
+
+impl Scratch {
+    /// Allocates the shared buffers.
+    pub(crate) fn new() -> Scratch {
+        Scratch {
+            data: vec![0; SCRATCH_LEN],
+            control: vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))],
+        }
+    }
+}
+
+impl Connection {
+    /// Wraps an accepted, non-blocking socket.
+    pub(crate) fn new(fd: OwnedFd) -> Connection {
+        Connection {
+            fd,
+            rx: RxBuf::default(),
+            rx_fds: VecDeque::new(),
+            tx_raw: Vec::new(),
+            unix_fds: false,
+        }
+    }
+
+    /// Allows (or not) fds on this connection, once authentication negotiated it.
+    ///
+    /// # Errors
+    /// [`ConnError::FdsNotNegotiated`] if fds are already queued and `enabled` is false.
+    pub(crate) fn set_unix_fds(&mut self, enabled: bool) -> Result<(), ConnError> {
+        self.unix_fds = enabled;
+        if !enabled && !self.rx_fds.is_empty() {
+            return Err(ConnError::FdsNotNegotiated);
+        }
+        Ok(())
+    }
+
+    /// Reads once into this connection's buffer, for the authentication phase, where bytes
+    /// are not messages yet. Fds are queued without checks until [`Connection::set_unix_fds`].
+    ///
+    /// # Errors
+    /// Socket errors and fd queue overflow.
+    pub(crate) fn receive_raw(&mut self, scratch: &mut Scratch) -> Result<Received, ConnError> {
+        let (n, full) = recv(
+            self.fd.as_fd(),
+            &mut scratch.data,
+            &mut scratch.control,
+            &mut self.rx_fds,
+        )?;
+        if let Some(n) = n {
+            self.rx.append(scratch.data.get(..n).unwrap_or_default());
+        }
+        Ok(received(n, full))
+    }
+
+    /// The received bytes and the raw output buffer, for the authentication conversation.
+    pub(crate) fn auth_io(&mut self) -> (&[u8], &mut Vec<u8>) {
+        (self.rx.data(), &mut self.tx_raw)
+    }
+
+    /// Drops `n` bytes from the front of the received bytes.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.rx.consume(n);
+    }
+
+    /// Reads once and appends every complete message to `out`.
+    ///
+    /// # Errors
+    /// Socket errors, invalid messages, fd misuse: the connection must be closed.
+    pub(crate) fn receive(
+        &mut self,
+        scratch: &mut Scratch,
+        out: &mut Vec<Message>,
+    ) -> Result<Received, ConnError> {
+        if self.rx.is_empty() {
+            let (n, full) = recv(
+                self.fd.as_fd(),
+                &mut scratch.data,
+                &mut scratch.control,
+                &mut self.rx_fds,
+            )?;
+            self.check_fds()?;
+            if let Some(n) = n {
+                let data = scratch.data.get(..n).unwrap_or_default();
+                let used = split_messages(data, &mut self.rx_fds, out)?;
+                let rest = data.get(used..).unwrap_or_default();
+                if !rest.is_empty() {
+                    self.rx.append(rest);
+                }
+            }
+            return Ok(received(n, full));
+        }
+        let want = match message_len(self.rx.data())? {
+            Some(total) => total.saturating_sub(self.rx.data().len()),
+            None => FIXED_HEADER_LEN.saturating_sub(self.rx.data().len()),
+        };
+        let buf = self.rx.spare(want.clamp(MIN_READ, MAX_READ), want);
+        let (n, full) = recv(self.fd.as_fd(), buf, &mut scratch.control, &mut self.rx_fds)?;
+        self.check_fds()?;
+        if let Some(n) = n {
+            self.rx.commit(n);
+        }
+        self.process_buffered(out)?;
+        Ok(received(n, full))
+    }
+
+    /// Turns the complete messages already buffered into [`Message`]s (after authentication,
+    /// for bytes that came with the handshake).
+    ///
+    /// # Errors
+    /// Invalid messages and fd misuse.
+    pub(crate) fn process_buffered(&mut self, out: &mut Vec<Message>) -> Result<(), ConnError> {
+        self.check_fds()?;
+        let used = split_messages(self.rx.data(), &mut self.rx_fds, out)?;
+        self.rx.consume(used);
+        if self.rx_fds.is_empty() && self.rx_fds.capacity() > 16 {
+            self.rx_fds = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Writes the raw bytes, then as much of `queue` as the socket takes.
+    ///
+    /// # Errors
+    /// Socket errors other than "would block".
+    pub(crate) fn flush(&mut self, queue: Option<&mut TxQueue>) -> Result<Flushed, ConnError> {
+        while !self.tx_raw.is_empty() {
+            match rustix::net::send(&self.fd, &self.tx_raw, send_flags()) {
+                Ok(n) => {
+                    self.tx_raw.drain(..n.min(self.tx_raw.len()));
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Ok(Flushed::Blocked),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.tx_raw = Vec::new();
+        let Some(queue) = queue else {
+            return Ok(Flushed::Done);
+        };
+        while !queue.is_empty() {
+            match send_batch(self.fd.as_fd(), queue) {
+                Ok(0) => {
+                    return Err(ConnError::Io(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "transmit queue holds an empty message",
+                    )));
+                }
+                Ok(n) => queue.consume(n),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Ok(Flushed::Blocked),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        queue.shrink();
+        Ok(Flushed::Done)
+    }
+
+    fn check_fds(&self) -> Result<(), ConnError> {
+        if self.rx_fds.is_empty() {
+            Ok(())
+        } else if !self.unix_fds {
+            Err(ConnError::FdsNotNegotiated)
+        } else if self.rx_fds.len() > MAX_QUEUED_FDS {
+            Err(ConnError::TooManyFds)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A receive buffer holding at most the tail of the stream that is not a complete message.
+///
+/// `buf[start..end]` holds the bytes; `buf` is fully initialized so reads can go straight
+/// into its spare part, and it is freed whenever it becomes empty.
+#[derive(Debug, Default)]
+struct RxBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl RxBuf {
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn data(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        let spare = self.spare(bytes.len(), 0);
+        if let Some(dst) = spare.get_mut(..bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.end += bytes.len();
+        }
+    }
+
+    /// At least `min` writable bytes after the data; compacts or grows as needed.
+    ///
+    /// `expected` is how many more bytes are known to be coming (the rest of a message): growth
+    /// then doubles the buffer, up to that, so a large message costs O(n) copying, while the
+    /// memory held never exceeds twice what the peer actually sent.
+    fn spare(&mut self, min: usize, expected: usize) -> &mut [u8] {
+        if self.buf.len() - self.end < min && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < min {
+            let grow = min.max(expected.min(self.buf.len()));
+            self.buf.resize(self.end + grow, 0);
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            *self = RxBuf::default();
+        }
+    }
+}
+
+/// Cuts the complete messages off the front of `data`; returns the bytes used.
+fn split_messages(
+    data: &[u8],
+    fds: &mut VecDeque<OwnedFd>,
+    out: &mut Vec<Message>,
+) -> Result<usize, ConnError> {
+    let mut used = 0;
+    loop {
+        let rest = data.get(used..).unwrap_or_default();
+        let Some(len) = message_len(rest)? else {
+            return Ok(used);
+        };
+        let Some(frame) = rest.get(..len) else {
+            return Ok(used);
+        };
+        out.push(build_message(frame, fds)?);
+        used += len;
+    }
+}
+
+/// The total length of the message starting `prefix`, once its fixed header is there.
+fn message_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
+    let len = tram_wire::frame_len(prefix)?;
+    if let Some(len) = len {
+        if len > MAX_MESSAGE_LEN {
+            return Err(WireError::TooLong(len as u64));
+        }
+        if len < FIXED_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+    }
+    Ok(len)
+}
+
+/// Copies one frame into its own buffer and validates it with the fds it declares.
+fn build_message(frame: &[u8], fds: &mut VecDeque<OwnedFd>) -> Result<Message, ConnError> {
+    let data: Arc<[u8]> = Arc::from(frame);
+    if fds.is_empty() {
+        return Ok(Message::parse(data, Vec::new())?);
+    }
+    // The UNIX_FDS header field says how many of the queued fds are this message's; the
+    // validator reports it when the count it was given differs.
+    match Message::parse(Arc::clone(&data), Vec::new()) {
+        Err(WireError::FdCountMismatch { declared, .. }) => {
+            let n = declared as usize;
+            if n > fds.len() {
+                return Err(ConnError::MissingFds {
+                    declared,
+                    queued: fds.len(),
+                });
+            }
+            let taken: Vec<OwnedFd> = fds.drain(..n).collect();
+            Ok(Message::parse(data, taken)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn received(n: Option<usize>, full: bool) -> Received {
+    match n {
+        None => Received::WouldBlock,
+        Some(0) => Received::Eof,
+        Some(_) => Received::Data { more_likely: full },
+    }
+}
+
+/// One `recvmsg` into `buf`, queueing any fds. Returns the byte count (`None` when it would
+/// block) and whether the buffer was filled.
+fn recv(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut [MaybeUninit<u8>],
+    fds: &mut VecDeque<OwnedFd>,
+) -> Result<(Option<usize>, bool), ConnError> {
+    let len = buf.len();
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = RecvAncillaryBuffer::new(control);
+    let msg = loop {
+        match rustix::net::recvmsg(
+            fd,
+            &mut iov,
+            &mut cmsg,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        ) {
+            Ok(msg) => break msg,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => return Ok((None, false)),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    for message in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(ConnError::ControlTruncated);
+    }
+    Ok((Some(msg.bytes), msg.bytes == len))
+}
+
+/// One `sendmsg` carrying messages from the front of `queue`: up to the next message with fds,
+/// or a message with fds (attached) and those after it up to the next one with fds.
+fn send_batch(fd: BorrowedFd<'_>, queue: &TxQueue) -> Result<usize, Errno> {
+    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut n_iov = 0;
+    let mut fds: &[OwnedFd] = &[];
+    let mut skip = queue.head_written;
+    'messages: for (i, msg) in queue.iter().enumerate() {
+        if !msg.fds().is_empty() {
+            if i > 0 {
+                break;
+            }
+            if skip == 0 {
+                fds = msg.fds();
+            }
+        }
+        if n_iov + 2 > MAX_IOVECS {
+            break;
+        }
+        for part in msg.parts() {
+            let part = match part.get(skip..) {
+                Some(p) => {
+                    skip = 0;
+                    p
+                }
+                None => {
+                    skip -= part.len();
+                    continue;
+                }
+            };
+            if part.is_empty() {
+                continue;
+            }
+            let Some(slot) = iov.get_mut(n_iov) else {
+                break 'messages;
+            };
+            *slot = IoSlice::new(part);
+            n_iov += 1;
+        }
+    }
+    let iov = iov.get(..n_iov).unwrap_or_default();
+    if iov.is_empty() {
+        // Only possible with an empty message, which the bus never queues.
+        return Ok(0);
+    }
+    if fds.is_empty() {
+        return rustix::net::sendmsg(fd, iov, &mut SendAncillaryBuffer::default(), send_flags());
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let rights = SendAncillaryMessage::ScmRights(&borrowed);
+    let mut space = vec![MaybeUninit::uninit(); rights.size()];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(rights) {
+        return Err(Errno::NOBUFS);
+    }
+    rustix::net::sendmsg(fd, iov, &mut control, send_flags())
+}
+
+fn send_flags() -> SendFlags {
+    SendFlags::NOSIGNAL | SendFlags::DONTWAIT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_buffer_grows_compacts_and_frees() {
+        let mut rx = RxBuf::default();
+        assert!(rx.is_empty());
+        assert_eq!(rx.buf.capacity(), 0);
+        rx.append(b"hello");
+        assert_eq!(rx.data(), b"hello");
+        rx.consume(2);
+        assert_eq!(rx.data(), b"llo");
+        // Asking for more room than is left compacts first.
+        let len = rx.buf.len();
+        rx.spare(len, 0);
+        assert_eq!((rx.start, rx.data()), (0, &b"llo"[..]));
+        let spare = rx.spare(4, 0);
+        spare[..4].copy_from_slice(b", wo");
+        rx.commit(4);
+        assert_eq!(rx.data(), b"llo, wo");
+        rx.consume(7);
+        assert!(rx.is_empty());
+        assert_eq!(rx.buf.capacity(), 0, "an empty buffer holds no memory");
+    }
+
+    #[test]
+    fn rx_buffer_doubles_towards_expected_size() {
+        let mut rx = RxBuf::default();
+        rx.append(&[7; 16]);
+        assert_eq!(rx.buf.len(), 16);
+        let mut reallocations = 0;
+        let expected = 1 << 20;
+        while rx.data().len() < expected {
+            let before = rx.buf.len();
+            let want = expected - rx.data().len();
+            let got = rx
+                .spare(want.clamp(MIN_READ, MAX_READ), want)
+                .len()
+                .min(MIN_READ);
+            rx.commit(got);
+            if rx.buf.len() != before {
+                reallocations += 1;
+                let bound = (2 * before).max(before + MAX_READ);
+                assert!(
+                    rx.buf.len() <= bound,
+                    "grows by one read or twofold at most"
+                );
+            }
+        }
+        assert!(reallocations < 12, "{reallocations} reallocations");
+        assert!(rx.buf.len() <= expected + MAX_READ);
+        // Committing more than the buffer holds is clamped.
+        rx.commit(usize::MAX / 2);
+        assert_eq!(rx.end, rx.buf.len());
+    }
+
+    #[test]
+    fn received_classification() {
+        assert_eq!(received(None, false), Received::WouldBlock);
+        assert_eq!(received(Some(0), false), Received::Eof);
+        assert_eq!(
+            received(Some(3), true),
+            Received::Data { more_likely: true }
+        );
+    }
+}

@@ -1,0 +1,751 @@
+//! The server side of the D-Bus authentication protocol, as a pure state machine.
+//!
+//! Implements the "Authentication Protocol" section of the D-Bus specification with the
+//! EXTERNAL and ANONYMOUS mechanisms, replying with the same texts as dbus-daemon 1.14.
+//! [`Sasl::feed`] takes the bytes a client sent so far and consumes complete `\r\n`-terminated
+//! lines only, appending every reply to an output buffer. It stops right after `BEGIN\r\n`:
+//! whatever follows is the start of the message stream and is left unconsumed, so a client that
+//! writes its whole handshake and its first messages at once works.
+//!
+//! Guarantees:
+//! * the first byte must be the credentials nul byte, else the client is refused;
+//! * a line longer than [`MAX_LINE`] bytes (terminator included) refuses the client;
+//! * after [`MAX_REJECTIONS`] `REJECTED` replies the client is refused (the last reply is
+//!   still produced, for the caller to send before closing);
+//! * `BEGIN` before `OK` refuses the client, as the specification's state diagram says;
+//! * EXTERNAL accepts an empty authorization identity (the kernel's credentials are used) or
+//!   the peer's uid in ASCII decimal; anything else is rejected.
+//!
+//! There is no I/O and no clock here: the caller enforces the authentication timeout.
+
+use std::fmt;
+
+use crate::config::Mechanism;
+
+/// The longest line accepted, `\r\n` included. dbus-daemon refuses lines of a little over
+/// 16 KiB; no legitimate command comes close.
+pub(crate) const MAX_LINE: usize = 16 * 1024;
+
+/// How many `REJECTED` replies a client gets before it is disconnected (as dbus-daemon).
+pub(crate) const MAX_REJECTIONS: u32 = 6;
+
+/// What every connection of one listener shares: the GUID and the offered mechanisms.
+#[derive(Debug, Clone)]
+pub(crate) struct SaslServer {
+    ok_line: Vec<u8>,
+    rejected_line: Vec<u8>,
+    mechanisms: Vec<Mechanism>,
+}
+
+/// The authentication state of one connection.
+#[derive(Debug)]
+pub(crate) struct Sasl {
+    state: State,
+    peer_uid: u32,
+    fd_passing_possible: bool,
+    unix_fds: bool,
+    rejections: u32,
+}
+
+/// What [`Sasl::feed`] made of the input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// More input is needed. `consumed` bytes were used; keep the rest for the next call.
+    Continue {
+        /// Bytes consumed from the front of the input.
+        consumed: usize,
+    },
+    /// The client sent `BEGIN`: bytes after `consumed` belong to the message stream.
+    Authenticated {
+        /// Bytes consumed from the front of the input, `BEGIN\r\n` included.
+        consumed: usize,
+        /// How the client authenticated.
+        outcome: Outcome,
+    },
+    /// The client must be disconnected (after sending what was appended to the output).
+    Failed(Failure),
+}
+
+/// The result of a successful authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Whether the client negotiated unix fd passing.
+    pub(crate) unix_fds: bool,
+    /// Whether the client authenticated with ANONYMOUS.
+    pub(crate) anonymous: bool,
+}
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The first byte was not the credentials nul byte.
+    MissingNulByte,
+    /// A line exceeded [`MAX_LINE`].
+    LineTooLong,
+    /// The client was rejected [`MAX_REJECTIONS`] times.
+    TooManyRejections,
+    /// `BEGIN` before the client was authenticated.
+    BeginBeforeOk,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Failure::MissingNulByte => "authentication did not start with a nul byte",
+            Failure::LineTooLong => "authentication line too long",
+            Failure::TooManyRejections => "too many failed authentication attempts",
+            Failure::BeginBeforeOk => "sent BEGIN before authenticating",
+        })
+    }
+}
+
+impl SaslServer {
+    /// A server answering `OK <guid>` and offering `mechanisms` (in that order).
+    pub(crate) fn new(guid: &str, mechanisms: &[Mechanism]) -> SaslServer {
+        let mut rejected_line = b"REJECTED".to_vec();
+        for m in mechanisms {
+            rejected_line.push(b' ');
+            rejected_line.extend_from_slice(m.name().as_bytes());
+        }
+        rejected_line.extend_from_slice(b"\r\n");
+        SaslServer {
+            ok_line: format!("OK {guid}\r\n").into_bytes(),
+            rejected_line,
+            mechanisms: mechanisms.to_vec(),
+        }
+    }
+
+    fn offers(&self, name: &[u8]) -> Option<Mechanism> {
+        self.mechanisms
+            .iter()
+            .copied()
+            .find(|m| m.name().as_bytes() == name)
+    }
+}
+
+impl Sasl {
+    /// A new conversation with a peer whose kernel credentials say `peer_uid`.
+    /// `fd_passing_possible` says whether the transport can carry fds (unix sockets can).
+    pub(crate) fn new(peer_uid: u32, fd_passing_possible: bool) -> Sasl {
+        Sasl {
+            state: State::ExpectNul,
+            peer_uid,
+            fd_passing_possible,
+            unix_fds: false,
+            rejections: 0,
+        }
+    }
+
+    /// Processes the complete lines at the front of `input`, appending replies to `out`.
+    pub(crate) fn feed(
+        &mut self,
+        server: &SaslServer,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Progress {
+        let mut consumed = 0;
+        if self.state == State::ExpectNul {
+            match input.first() {
+                None => return Progress::Continue { consumed },
+                Some(0) => {
+                    consumed = 1;
+                    self.state = State::WaitingForAuth;
+                }
+                Some(_) => return Progress::Failed(Failure::MissingNulByte),
+            }
+        }
+        loop {
+            let rest = input.get(consumed..).unwrap_or_default();
+            let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                if rest.len() >= MAX_LINE {
+                    return Progress::Failed(Failure::LineTooLong);
+                }
+                return Progress::Continue { consumed };
+            };
+            if end + 2 > MAX_LINE {
+                return Progress::Failed(Failure::LineTooLong);
+            }
+            let line = rest.get(..end).unwrap_or_default();
+            consumed += end + 2;
+            match self.line(server, line, out) {
+                Step::Continue => {}
+                Step::Begin(outcome) => return Progress::Authenticated { consumed, outcome },
+                Step::Fail(failure) => return Progress::Failed(failure),
+            }
+        }
+    }
+
+    fn line(&mut self, server: &SaslServer, line: &[u8], out: &mut Vec<u8>) -> Step {
+        if line.iter().any(|&b| b == 0 || !b.is_ascii()) {
+            return error(out, "Command contained non-ASCII");
+        }
+        // The command starts the line: leading whitespace makes it unknown, as in dbus-daemon.
+        let (command, args) = split_word(line);
+        match (command, self.state) {
+            (b"AUTH", State::WaitingForAuth) => self.auth(server, args, out),
+            (b"AUTH", State::WaitingForData(_)) => {
+                error(out, "Sent AUTH while another AUTH in progress")
+            }
+            (b"AUTH", _) => error(out, "Sent AUTH while expecting BEGIN"),
+            (b"DATA", State::WaitingForData(mechanism)) => match decode_hex(skip_space(args)) {
+                Some(response) => self.respond(server, mechanism, &response, out),
+                None => error(out, "Invalid hex encoding"),
+            },
+            (b"DATA", State::WaitingForBegin { .. }) => {
+                error(out, "Sent DATA while expecting BEGIN")
+            }
+            (b"DATA", _) | (b"CANCEL", State::WaitingForAuth) => {
+                error(out, "Not currently in an auth conversation")
+            }
+            (b"CANCEL" | b"ERROR", _) => self.reject(server, out),
+            (b"BEGIN", State::WaitingForBegin { anonymous }) => Step::Begin(Outcome {
+                unix_fds: self.unix_fds,
+                anonymous,
+            }),
+            (b"BEGIN", _) => Step::Fail(Failure::BeginBeforeOk),
+            (b"NEGOTIATE_UNIX_FD", State::WaitingForBegin { .. }) => {
+                if self.fd_passing_possible {
+                    self.unix_fds = true;
+                    out.extend_from_slice(b"AGREE_UNIX_FD\r\n");
+                    Step::Continue
+                } else {
+                    error(out, "Unix fd passing is not supported on this transport")
+                }
+            }
+            (b"NEGOTIATE_UNIX_FD", _) => error(out, "Need to authenticate first"),
+            _ => error(out, "Unknown command"),
+        }
+    }
+
+    /// `AUTH [mechanism [initial-response]]` while waiting for one.
+    fn auth(&mut self, server: &SaslServer, args: &[u8], out: &mut Vec<u8>) -> Step {
+        let (name, response) = split_word(skip_space(args));
+        let Some(mechanism) = server.offers(name) else {
+            return self.reject(server, out);
+        };
+        let response = skip_space(response);
+        match (mechanism, response.is_empty()) {
+            (Mechanism::External, true) => {
+                self.state = State::WaitingForData(mechanism);
+                out.extend_from_slice(b"DATA\r\n");
+                Step::Continue
+            }
+            (_, true) => self.respond(server, mechanism, b"", out),
+            (_, false) => match decode_hex(response) {
+                Some(decoded) => self.respond(server, mechanism, &decoded, out),
+                None => error(out, "Invalid hex encoding"),
+            },
+        }
+    }
+
+    /// Feeds a client response to `mechanism`; both offered mechanisms finish in one step.
+    fn respond(
+        &mut self,
+        server: &SaslServer,
+        mechanism: Mechanism,
+        response: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let accepted = match mechanism {
+            Mechanism::External => {
+                response.is_empty() || parse_uid(response) == Some(self.peer_uid)
+            }
+            // The response is an optional trace string, which must be UTF-8.
+            Mechanism::Anonymous => std::str::from_utf8(response).is_ok(),
+        };
+        if !accepted {
+            return self.reject(server, out);
+        }
+        self.state = State::WaitingForBegin {
+            anonymous: mechanism == Mechanism::Anonymous,
+        };
+        out.extend_from_slice(&server.ok_line);
+        Step::Continue
+    }
+
+    fn reject(&mut self, server: &SaslServer, out: &mut Vec<u8>) -> Step {
+        self.state = State::WaitingForAuth;
+        self.unix_fds = false;
+        self.rejections += 1;
+        out.extend_from_slice(&server.rejected_line);
+        if self.rejections >= MAX_REJECTIONS {
+            Step::Fail(Failure::TooManyRejections)
+        } else {
+            Step::Continue
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    ExpectNul,
+    WaitingForAuth,
+    WaitingForData(Mechanism),
+    WaitingForBegin { anonymous: bool },
+}
+
+enum Step {
+    Continue,
+    Begin(Outcome),
+    Fail(Failure),
+}
+
+fn error(out: &mut Vec<u8>, text: &str) -> Step {
+    out.extend_from_slice(b"ERROR \"");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\"\r\n");
+    Step::Continue
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn skip_space(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
+    s.get(start..).unwrap_or_default()
+}
+
+/// Splits `s` at its first space or tab: the rest starts at the separator (or is empty).
+fn split_word(s: &[u8]) -> (&[u8], &[u8]) {
+    let end = s.iter().position(|&b| is_space(b)).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// Decodes an even number of hex digits, either case.
+fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.chunks_exact(2)
+        .map(|pair| {
+            let digit = |c: &u8| char::from(*c).to_digit(16);
+            let [hi, lo] = pair else { return None };
+            u8::try_from(digit(hi)? << 4 | digit(lo)?).ok()
+        })
+        .collect()
+}
+
+/// An authorization identity made only of ASCII decimal digits, as a uid.
+fn parse_uid(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUID: &str = "0123456789abcdef0123456789abcdef";
+    const OK: &str = "OK 0123456789abcdef0123456789abcdef\r\n";
+    const UID: u32 = 1000;
+    /// "1000" in hex.
+    const UID_HEX: &str = "31303030";
+
+    fn server(mechanisms: &[Mechanism]) -> SaslServer {
+        SaslServer::new(GUID, mechanisms)
+    }
+
+    /// Feeds `lines` one at a time (after the nul byte) and returns each reply.
+    fn converse(server: &SaslServer, lines: &[&str]) -> (Vec<String>, Option<Progress>) {
+        let mut sasl = Sasl::new(UID, true);
+        let mut out = Vec::new();
+        assert_eq!(
+            sasl.feed(server, b"\0", &mut out),
+            Progress::Continue { consumed: 1 }
+        );
+        let mut replies = Vec::new();
+        for line in lines {
+            out.clear();
+            let progress = sasl.feed(server, line.as_bytes(), &mut out);
+            replies.push(String::from_utf8(out.clone()).unwrap());
+            match progress {
+                Progress::Continue { consumed } => assert_eq!(consumed, line.len(), "{line:?}"),
+                other => return (replies, Some(other)),
+            }
+        }
+        (replies, None)
+    }
+
+    #[test]
+    fn replies_like_dbus_daemon() {
+        let ext = server(&[Mechanism::External]);
+        let uid_line = format!("AUTH EXTERNAL {UID_HEX}\r\n");
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["AUTH\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&["AUTH \r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&[&uid_line], &[OK]),
+            (&["AUTH  EXTERNAL\t 31303030\r\n"], &[OK]),
+            (&["AUTH EXTERNAL 3130\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&["AUTH EXTERNAL 303031303030\r\n"], &[OK]),
+            (&["AUTH EXTERNAL 2d31\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (
+                &["AUTH EXTERNAL zz\r\n"],
+                &["ERROR \"Invalid hex encoding\"\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL 313\r\n"],
+                &["ERROR \"Invalid hex encoding\"\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL 31 \r\n"],
+                &["ERROR \"Invalid hex encoding\"\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL 31 32\r\n"],
+                &["ERROR \"Invalid hex encoding\"\r\n"],
+            ),
+            (&["AUTH EXTERNAL\r\n", "DATA\r\n"], &["DATA\r\n", OK]),
+            (&["AUTH EXTERNAL \r\n", "DATA \r\n"], &["DATA\r\n", OK]),
+            (
+                &["AUTH EXTERNAL\r\n", "DATA 31303030\r\n"],
+                &["DATA\r\n", OK],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "DATA  3130\r\n"],
+                &["DATA\r\n", "REJECTED EXTERNAL\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "DATA zz\r\n", "DATA\r\n"],
+                &["DATA\r\n", "ERROR \"Invalid hex encoding\"\r\n", OK],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "AUTH EXTERNAL\r\n"],
+                &[
+                    "DATA\r\n",
+                    "ERROR \"Sent AUTH while another AUTH in progress\"\r\n",
+                ],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "CANCEL\r\n"],
+                &["DATA\r\n", "REJECTED EXTERNAL\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "ERROR\r\n"],
+                &["DATA\r\n", "REJECTED EXTERNAL\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "NEGOTIATE_UNIX_FD\r\n"],
+                &["DATA\r\n", "ERROR \"Need to authenticate first\"\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL\r\n", "FOO\r\n"],
+                &["DATA\r\n", "ERROR \"Unknown command\"\r\n"],
+            ),
+            (&["AUTH FOO\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&["AUTH ANONYMOUS\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&["AUTH external\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&["auth EXTERNAL\r\n"], &["ERROR \"Unknown command\"\r\n"]),
+            (&[" AUTH\r\n"], &["ERROR \"Unknown command\"\r\n"]),
+            (&["AUTH\tEXTERNAL\r\n"], &["DATA\r\n"]),
+            (&["AUTHX\r\n"], &["ERROR \"Unknown command\"\r\n"]),
+            (&["\r\n"], &["ERROR \"Unknown command\"\r\n"]),
+            (&["FOO\r\n"], &["ERROR \"Unknown command\"\r\n"]),
+            (&["OK\r\n"], &["ERROR \"Unknown command\"\r\n"]),
+            (&["AUTH EXTERNAL\x7f\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (
+                &["AUTH\0\r\n"],
+                &["ERROR \"Command contained non-ASCII\"\r\n"],
+            ),
+            (
+                &["AUTH é\r\n"],
+                &["ERROR \"Command contained non-ASCII\"\r\n"],
+            ),
+            (&["AUTH EXTERNAL\r\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (
+                &["CANCEL\r\n"],
+                &["ERROR \"Not currently in an auth conversation\"\r\n"],
+            ),
+            (
+                &["DATA\r\n"],
+                &["ERROR \"Not currently in an auth conversation\"\r\n"],
+            ),
+            (&["ERROR\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (&["ERROR something odd\r\n"], &["REJECTED EXTERNAL\r\n"]),
+            (
+                &["NEGOTIATE_UNIX_FD\r\n"],
+                &["ERROR \"Need to authenticate first\"\r\n"],
+            ),
+            (
+                &[&uid_line, "NEGOTIATE_UNIX_FD\r\n"],
+                &[OK, "AGREE_UNIX_FD\r\n"],
+            ),
+            (
+                &[&uid_line, "NEGOTIATE_UNIX_FD x\r\n"],
+                &[OK, "AGREE_UNIX_FD\r\n"],
+            ),
+            (
+                &[&uid_line, "AUTH EXTERNAL\r\n"],
+                &[OK, "ERROR \"Sent AUTH while expecting BEGIN\"\r\n"],
+            ),
+            (
+                &[&uid_line, "DATA\r\n"],
+                &[OK, "ERROR \"Sent DATA while expecting BEGIN\"\r\n"],
+            ),
+            (&[&uid_line, "CANCEL\r\n"], &[OK, "REJECTED EXTERNAL\r\n"]),
+            (&[&uid_line, "ERROR\r\n"], &[OK, "REJECTED EXTERNAL\r\n"]),
+            (
+                &[&uid_line, "BEGINX\r\n"],
+                &[OK, "ERROR \"Unknown command\"\r\n"],
+            ),
+            (
+                &[&uid_line, "CANCEL\r\n", "AUTH EXTERNAL\r\n", "DATA\r\n"],
+                &[OK, "REJECTED EXTERNAL\r\n", "DATA\r\n", OK],
+            ),
+        ];
+        for (lines, want) in cases {
+            let (replies, end) = converse(&ext, lines);
+            assert_eq!(end, None, "{lines:?}");
+            assert_eq!(replies, *want, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn begin() {
+        let ext = server(&[Mechanism::External]);
+        let uid_line = format!("AUTH EXTERNAL {UID_HEX}\r\n");
+        let cases: &[(&[&str], Progress)] = &[
+            (
+                &[&uid_line, "BEGIN\r\n"],
+                Progress::Authenticated {
+                    consumed: 7,
+                    outcome: Outcome {
+                        unix_fds: false,
+                        anonymous: false,
+                    },
+                },
+            ),
+            (
+                &[&uid_line, "NEGOTIATE_UNIX_FD\r\n", "BEGIN x\r\n"],
+                Progress::Authenticated {
+                    consumed: 9,
+                    outcome: Outcome {
+                        unix_fds: true,
+                        anonymous: false,
+                    },
+                },
+            ),
+            (
+                &[
+                    &uid_line,
+                    "NEGOTIATE_UNIX_FD\r\n",
+                    "CANCEL\r\n",
+                    &uid_line,
+                    "BEGIN\r\n",
+                ],
+                Progress::Authenticated {
+                    consumed: 7,
+                    outcome: Outcome {
+                        unix_fds: false,
+                        anonymous: false,
+                    },
+                },
+            ),
+            (&["BEGIN\r\n"], Progress::Failed(Failure::BeginBeforeOk)),
+            (
+                &["AUTH EXTERNAL\r\n", "BEGIN\r\n"],
+                Progress::Failed(Failure::BeginBeforeOk),
+            ),
+        ];
+        for (lines, want) in cases {
+            let (_, end) = converse(&ext, lines);
+            assert_eq!(end.as_ref(), Some(want), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn whole_handshake_and_messages_in_one_write() {
+        let ext = server(&[Mechanism::External]);
+        let mut sasl = Sasl::new(UID, true);
+        let mut out = Vec::new();
+        let handshake = format!("\0AUTH EXTERNAL {UID_HEX}\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n");
+        let mut input = handshake.clone().into_bytes();
+        input.extend_from_slice(b"l\x01\x00\x01rest of the message stream\r\nBEGIN\r\n");
+        let progress = sasl.feed(&ext, &input, &mut out);
+        assert_eq!(
+            progress,
+            Progress::Authenticated {
+                consumed: handshake.len(),
+                outcome: Outcome {
+                    unix_fds: true,
+                    anonymous: false
+                }
+            }
+        );
+        assert_eq!(out, format!("{OK}AGREE_UNIX_FD\r\n").into_bytes());
+    }
+
+    #[test]
+    fn byte_at_a_time() {
+        let ext = server(&[Mechanism::External]);
+        let mut sasl = Sasl::new(UID, true);
+        let mut out = Vec::new();
+        let input = b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\nl";
+        let mut buffered = Vec::new();
+        let mut result = None;
+        for &b in input {
+            buffered.push(b);
+            match sasl.feed(&ext, &buffered, &mut out) {
+                Progress::Continue { consumed } => {
+                    buffered.drain(..consumed);
+                }
+                other => {
+                    result = Some(other);
+                    break;
+                }
+            }
+        }
+        assert!(matches!(result, Some(Progress::Authenticated { .. })));
+        assert_eq!(out, format!("DATA\r\n{OK}").into_bytes());
+    }
+
+    #[test]
+    fn partial_line_is_not_consumed() {
+        let ext = server(&[Mechanism::External]);
+        let mut sasl = Sasl::new(UID, true);
+        let mut out = Vec::new();
+        assert_eq!(
+            sasl.feed(&ext, b"\0AUTH\r\nAUTH EXT", &mut out),
+            Progress::Continue { consumed: 7 }
+        );
+        assert_eq!(out, b"REJECTED EXTERNAL\r\n");
+        // A lone \n does not end a line.
+        assert_eq!(
+            sasl.feed(&ext, b"AUTH EXTERNAL\n", &mut out),
+            Progress::Continue { consumed: 0 }
+        );
+    }
+
+    #[test]
+    fn nul_byte_required() {
+        let ext = server(&[Mechanism::External]);
+        let mut out = Vec::new();
+        let mut sasl = Sasl::new(UID, true);
+        assert_eq!(
+            sasl.feed(&ext, b"", &mut out),
+            Progress::Continue { consumed: 0 }
+        );
+        assert_eq!(
+            sasl.feed(&ext, b"AUTH\r\n", &mut out),
+            Progress::Failed(Failure::MissingNulByte)
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn too_many_rejections() {
+        let ext = server(&[Mechanism::External]);
+        let lines = ["AUTH\r\n"; MAX_REJECTIONS as usize];
+        let (replies, end) = converse(&ext, &lines);
+        assert_eq!(end, Some(Progress::Failed(Failure::TooManyRejections)));
+        assert_eq!(replies.len(), MAX_REJECTIONS as usize);
+        assert!(replies.iter().all(|r| r == "REJECTED EXTERNAL\r\n"));
+        // Errors that are not rejections do not count.
+        let lines = ["FOO\r\n"; 2 * MAX_REJECTIONS as usize];
+        assert_eq!(converse(&ext, &lines).1, None);
+    }
+
+    #[test]
+    fn line_length_limit() {
+        let ext = server(&[Mechanism::External]);
+        // A line of exactly MAX_LINE bytes with its terminator is fine.
+        let mut line = b"AUTH ".to_vec();
+        line.resize(MAX_LINE - 2, b'A');
+        line.extend_from_slice(b"\r\n");
+        let (replies, end) = converse(&ext, &[std::str::from_utf8(&line).unwrap()]);
+        assert_eq!((replies[0].as_str(), end), ("REJECTED EXTERNAL\r\n", None));
+        // One more byte is not; without its terminator, a line is refused once it cannot fit.
+        let mut terminated = b"AUTH ".to_vec();
+        terminated.resize(MAX_LINE - 1, b'A');
+        terminated.extend_from_slice(b"\r\n");
+        let mut unterminated = b"AUTH ".to_vec();
+        unterminated.resize(MAX_LINE, b'A');
+        for input in [terminated, unterminated] {
+            let mut sasl = Sasl::new(UID, true);
+            let mut out = Vec::new();
+            sasl.feed(&ext, b"\0", &mut out);
+            assert_eq!(
+                sasl.feed(&ext, &input, &mut out),
+                Progress::Failed(Failure::LineTooLong)
+            );
+        }
+    }
+
+    #[test]
+    fn anonymous() {
+        let both = server(&[Mechanism::External, Mechanism::Anonymous]);
+        let anonymous_begin = Progress::Authenticated {
+            consumed: 7,
+            outcome: Outcome {
+                unix_fds: false,
+                anonymous: true,
+            },
+        };
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["AUTH\r\n"], &["REJECTED EXTERNAL ANONYMOUS\r\n"]),
+            (&["AUTH ANONYMOUS\r\n"], &[OK]),
+            (&["AUTH ANONYMOUS 74657374\r\n"], &[OK]),
+            (
+                &["AUTH ANONYMOUS ff\r\n"],
+                &["REJECTED EXTERNAL ANONYMOUS\r\n"],
+            ),
+            (
+                &["AUTH ANONYMOUS zz\r\n"],
+                &["ERROR \"Invalid hex encoding\"\r\n"],
+            ),
+            (
+                &["AUTH EXTERNAL 31\r\n"],
+                &["REJECTED EXTERNAL ANONYMOUS\r\n"],
+            ),
+            (
+                &["AUTH ANONYMOUS\r\n", "DATA\r\n"],
+                &[OK, "ERROR \"Sent DATA while expecting BEGIN\"\r\n"],
+            ),
+        ];
+        for (lines, want) in cases {
+            let (replies, end) = converse(&both, lines);
+            assert_eq!(end, None, "{lines:?}");
+            assert_eq!(replies, *want, "{lines:?}");
+        }
+        let (_, end) = converse(&both, &["AUTH ANONYMOUS\r\n", "BEGIN\r\n"]);
+        assert_eq!(end, Some(anonymous_begin));
+    }
+
+    #[test]
+    fn no_fd_passing_on_transport() {
+        let ext = server(&[Mechanism::External]);
+        let mut sasl = Sasl::new(UID, false);
+        let mut out = Vec::new();
+        let input = "\0AUTH EXTERNAL\r\nDATA\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n";
+        let progress = sasl.feed(&ext, input.as_bytes(), &mut out);
+        assert_eq!(
+            progress,
+            Progress::Authenticated {
+                consumed: input.len(),
+                outcome: Outcome {
+                    unix_fds: false,
+                    anonymous: false
+                }
+            }
+        );
+        assert!(out.ends_with(b"ERROR \"Unix fd passing is not supported on this transport\"\r\n"));
+    }
+
+    #[test]
+    fn hex_and_uid_parsing() {
+        assert_eq!(decode_hex(b""), Some(vec![]));
+        assert_eq!(decode_hex(b"00fFA9"), Some(vec![0, 0xff, 0xa9]));
+        assert_eq!(decode_hex(b"0"), None);
+        assert_eq!(decode_hex(b"0g"), None);
+        assert_eq!(decode_hex(b"+1"), None);
+        assert_eq!(parse_uid(b"0"), Some(0));
+        assert_eq!(parse_uid(b"001000"), Some(1000));
+        assert_eq!(parse_uid(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_uid(b"4294967296"), None);
+        assert_eq!(parse_uid(b"+1"), None);
+        assert_eq!(parse_uid(b""), None);
+        assert_eq!(parse_uid(b"root"), None);
+    }
+}
