@@ -1,66 +1,71 @@
 //! The index of every connection's match rules.
 //!
-//! Each rule is filed under one key, a keyed hash of
+//! Rules are grouped by whether they eavesdrop and by their `sender` name (or "any sender").
+//! Within a group each rule is filed under one key made of
 //!
-//! * whether it eavesdrops,
-//! * its `sender` name, or "any sender",
 //! * its most selective header condition: `member`, else `interface`, else `path`, else none,
 //! * its `arg0` string, or none.
 //!
-//! A message could only meet rules filed under keys built from its own sender's names (its
-//! unique name and the well-known names it is the primary owner of, or the driver's name), its
-//! own member, interface and path, and its own first argument. [`MatchIndex::receivers`] looks
-//! up exactly those keys — skipping the shapes of key no rule uses — and checks each rule found
-//! in full, so a hash collision costs a wasted check, never a wrong answer.
+//! A message could only meet rules in the groups of its own sender's names (its unique name and
+//! the well-known names it is the primary owner of, or the driver's name) and the any-sender
+//! group, filed under keys built from its own member, interface and path and its own first
+//! argument. [`MatchIndex::receivers`] visits exactly those groups, and in each looks up only the
+//! shapes of key the group's rules use. Every rule found is then checked in full.
+//!
+//! Groups and keys are stored as 64-bit hashes, seeded per index. Two names or keys that hash
+//! alike merely share a slot: the full check sorts them out, so a collision costs time, never a
+//! wrong answer — and a peer that aimed for one could as well add rules that really match.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 
 use tram_wire::{Arg, Message};
 
-use super::{ArgCache, ArgKind, DRIVER_NAME, MatchRule, NameOwners};
+use super::{ArgKind, DRIVER_NAME, MatchRule, MsgView, NameOwners};
 use crate::PeerId;
 
-/// Shapes of key: has a sender (1 bit) × header condition (2 bits) × has an arg0 (1 bit).
-const SHAPES: usize = 16;
+/// Shapes of key within a group: header condition (4) × with or without arg0 (2).
+const SHAPES: usize = 8;
 
 /// Every connection's match rules, indexed for [`MatchIndex::receivers`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MatchIndex {
     /// Rules by id; `None` marks a free slot (listed in `free`).
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
-    /// Rule ids by key. The keys are already hashes.
-    buckets: HashMap<u64, Vec<usize>, BuildHasherDefault<KeyHasher>>,
+    /// Rules per shape, by group.
+    groups: HashMap<u64, [u32; SHAPES], BuildHasherDefault<PassHasher>>,
+    /// Rule ids by key.
+    buckets: HashMap<u64, Vec<usize>, BuildHasherDefault<PassHasher>>,
     /// Each connection's rule ids, in no particular order.
     by_peer: HashMap<PeerId, Vec<usize>>,
-    /// Rules per tree (0: ordinary, 1: eavesdropping) and shape of key.
-    shapes: [[u32; SHAPES]; 2],
-    /// Rules per tree.
+    /// Rules per tree (0: ordinary, 1: eavesdropping).
     tree_len: [usize; 2],
-    /// Keys the key hash, so peers cannot aim rules at one bucket.
-    hash_keys: RandomState,
+    /// Seeds the group and key hashes.
+    seed: u64,
 }
 
 /// One rule and where it is filed.
 #[derive(Debug)]
 struct Entry {
     owner: PeerId,
+    group: u64,
     key: u64,
+    shape: u8,
+    tree: u8,
     /// Position in `buckets[key]`.
     pos: usize,
     /// Position in `by_peer[owner]`.
     peer_pos: usize,
-    tree: u8,
-    shape: u8,
     rule: MatchRule,
 }
 
 /// Where a rule is filed.
 struct Filing {
+    group: u64,
     key: u64,
-    tree: u8,
     shape: u8,
+    tree: u8,
 }
 
 /// The header condition a rule is filed under.
@@ -72,6 +77,20 @@ enum Header {
     Path = 3,
 }
 
+impl Default for MatchIndex {
+    fn default() -> Self {
+        MatchIndex {
+            entries: Vec::new(),
+            free: Vec::new(),
+            groups: HashMap::default(),
+            buckets: HashMap::default(),
+            by_peer: HashMap::new(),
+            tree_len: [0; 2],
+            seed: RandomState::new().hash_one(0x7472_616d_u64),
+        }
+    }
+}
+
 impl MatchIndex {
     /// An empty index.
     pub fn new() -> MatchIndex {
@@ -81,7 +100,7 @@ impl MatchIndex {
     /// Adds `rule` for `owner`. The same rule may be added more than once; each copy needs its
     /// own [`MatchIndex::remove`].
     pub fn add(&mut self, owner: PeerId, rule: MatchRule) {
-        let filing = self.filing(&rule);
+        let f = self.filing(&rule);
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -89,20 +108,27 @@ impl MatchIndex {
                 self.entries.len() - 1
             }
         };
-        let bucket = self.buckets.entry(filing.key).or_default();
+        let bucket = self.buckets.entry(f.key).or_default();
         let pos = bucket.len();
         bucket.push(id);
         let peer_rules = self.by_peer.entry(owner).or_default();
         let peer_pos = peer_rules.len();
         peer_rules.push(id);
-        self.count_shape(filing.tree, filing.shape, true);
+        let counts = self.groups.entry(f.group).or_default();
+        if let Some(n) = counts.get_mut(usize::from(f.shape)) {
+            *n += 1;
+        }
+        if let Some(n) = self.tree_len.get_mut(usize::from(f.tree)) {
+            *n += 1;
+        }
         let entry = Entry {
             owner,
-            key: filing.key,
+            group: f.group,
+            key: f.key,
+            shape: f.shape,
+            tree: f.tree,
             pos,
             peer_pos,
-            tree: filing.tree,
-            shape: filing.shape,
             rule,
         };
         if let Some(slot) = self.entries.get_mut(id) {
@@ -194,39 +220,35 @@ impl MatchIndex {
         out: &mut Vec<PeerId>,
     ) -> usize {
         let addressed_msg = addressed.is_some() || msg.destination().is_some();
-        let first_tree = usize::from(addressed_msg);
-        if (first_tree..2).all(|tree| self.tree_len[tree] == 0) {
+        let first_tree = u8::from(addressed_msg);
+        if self.tree_len[usize::from(first_tree)..]
+            .iter()
+            .all(|&n| n == 0)
+        {
             return 0;
         }
         let start = out.len();
         let mut search = Search {
             index: self,
-            msg,
+            msg: MsgView::new(msg),
             names,
             sender,
             addressed,
             addressed_msg,
-            args: ArgCache::new(msg),
             out,
+            header_hashes: [None; 4],
+            arg0_hash: None,
             checked: 0,
         };
         for tree in first_tree..2 {
-            let shapes = &self.shapes[tree];
-            let any = |with_sender: bool| {
-                shapes
-                    .iter()
-                    .enumerate()
-                    .any(|(s, &n)| n > 0 && (s & 1 == 1) == with_sender)
-            };
-            if any(false) {
-                search.under(tree, None);
+            if self.tree_len[usize::from(tree)] == 0 {
+                continue;
             }
-            if any(true) {
-                match sender {
-                    None => search.under(tree, Some(DRIVER_NAME)),
-                    Some(peer) => {
-                        names.for_each_owned_name(peer, &mut |name| search.under(tree, Some(name)))
-                    }
+            search.group(tree, None);
+            match sender {
+                None => search.group(tree, Some(DRIVER_NAME)),
+                Some(peer) => {
+                    names.for_each_owned_name(peer, &mut |name| search.group(tree, Some(name)))
                 }
             }
         }
@@ -256,17 +278,33 @@ impl MatchIndex {
             .filter(|a| a.index() == 0 && a.kind() == ArgKind::Str)
             .map(|a| a.value());
         let tree = u8::from(rule.eavesdrop());
-        let mut h = self.hash_keys.build_hasher();
-        key_prefix(&mut h, tree, rule.sender());
-        key_rest(&mut h, header, value, arg0);
+        let group = self.group_key(tree, rule.sender());
+        let arg0_hash = arg0.map(|a| self.str_hash(a));
         Filing {
-            key: h.finish(),
+            group,
+            key: key(group, header, self.str_hash(value), arg0_hash),
+            shape: shape(header, arg0.is_some()),
             tree,
-            shape: shape(rule.sender().is_some(), header, arg0),
         }
     }
 
-    /// Takes rule `id` out of its bucket and the slab; its owner's list is left to the caller.
+    /// The hash of a header value or arg0 string, which [`key`] combines with a group's.
+    fn str_hash(&self, s: &str) -> u64 {
+        let mut h = KeyHasher(!self.seed);
+        s.hash(&mut h);
+        h.finish()
+    }
+
+    /// The hash naming the group of rules in `tree` with this `sender` condition.
+    fn group_key(&self, tree: u8, sender: Option<&str>) -> u64 {
+        let mut h = KeyHasher(self.seed);
+        h.write_u8(tree);
+        sender.hash(&mut h);
+        h.finish()
+    }
+
+    /// Takes rule `id` out of its bucket, its group's counts and the slab; its owner's list is
+    /// left to the caller.
     fn unfile(&mut self, id: usize) -> Option<Entry> {
         let entry = self.entries.get_mut(id)?.take()?;
         self.free.push(id);
@@ -283,7 +321,17 @@ impl MatchIndex {
                 self.buckets.remove(&entry.key);
             }
         }
-        self.count_shape(entry.tree, entry.shape, false);
+        if let Some(counts) = self.groups.get_mut(&entry.group) {
+            if let Some(n) = counts.get_mut(usize::from(entry.shape)) {
+                *n = n.saturating_sub(1);
+            }
+            if counts.iter().all(|&n| n == 0) {
+                self.groups.remove(&entry.group);
+            }
+        }
+        if let Some(n) = self.tree_len.get_mut(usize::from(entry.tree)) {
+            *n = n.saturating_sub(1);
+        }
         Some(entry)
     }
 
@@ -304,75 +352,91 @@ impl MatchIndex {
             self.by_peer.remove(&owner);
         }
     }
-
-    fn count_shape(&mut self, tree: u8, shape: u8, up: bool) {
-        let tree = usize::from(tree & 1);
-        if let Some(n) = self.shapes[tree].get_mut(usize::from(shape)) {
-            if up {
-                *n += 1;
-                self.tree_len[tree] += 1;
-            } else {
-                *n = n.saturating_sub(1);
-                self.tree_len[tree] = self.tree_len[tree].saturating_sub(1);
-            }
-        }
-    }
 }
 
 /// One run of [`MatchIndex::receivers`].
 struct Search<'a, 'm, N: ?Sized> {
     index: &'a MatchIndex,
-    msg: &'m Message,
+    msg: MsgView<'m>,
     names: &'a N,
     sender: Option<PeerId>,
     addressed: Option<PeerId>,
     addressed_msg: bool,
-    args: ArgCache<'m>,
     out: &'a mut Vec<PeerId>,
+    /// Hashes of the message's header values, by [`Header`], computed when first needed.
+    header_hashes: [Option<u64>; 4],
+    /// The hash of the message's arg0 string: `None` until computed, `Some(None)` if it has
+    /// none.
+    arg0_hash: Option<Option<u64>>,
     /// Rules checked so far.
     checked: usize,
 }
 
 impl<N: NameOwners + ?Sized> Search<'_, '_, N> {
-    /// Looks up every key of `tree` with this sender name (`None`: rules without a sender) that
-    /// the message could meet, and checks the rules found.
-    fn under(&mut self, tree: usize, sender_name: Option<&str>) {
-        let shapes = &self.index.shapes[tree];
-        let mut prefix = self.index.hash_keys.build_hasher();
-        key_prefix(&mut prefix, tree as u8, sender_name);
-        let msg = self.msg;
-        let headers = [
-            (Header::None, Some("")),
-            (Header::Member, msg.member()),
-            (Header::Interface, msg.interface()),
-            (Header::Path, msg.path()),
-        ];
-        for (header, value) in headers {
-            let Some(value) = value else {
-                continue;
-            };
+    /// Visits the group of rules in `tree` whose sender condition is `sender_name` (`None`: no
+    /// sender condition): looks up each key the message could meet, among the shapes the group
+    /// uses, and checks the rules found.
+    fn group(&mut self, tree: u8, sender_name: Option<&str>) {
+        let group = self.index.group_key(tree, sender_name);
+        let Some(counts) = self.index.groups.get(&group) else {
+            return;
+        };
+        for header in [
+            Header::None,
+            Header::Member,
+            Header::Interface,
+            Header::Path,
+        ] {
             for with_arg0 in [false, true] {
-                let s = shape(sender_name.is_some(), header, with_arg0.then_some(""));
-                if shapes.get(usize::from(s)).is_none_or(|&n| n == 0) {
+                let used = counts.get(usize::from(shape(header, with_arg0)));
+                if used.is_none_or(|&n| n == 0) {
                     continue;
                 }
-                let arg0 = if with_arg0 {
-                    match self.args.get(0) {
-                        Some(Arg::Str(a)) => Some(a),
-                        _ => continue,
+                let Some(value_hash) = self.header_hash(header) else {
+                    continue;
+                };
+                let arg0_hash = if with_arg0 {
+                    match self.arg0_hash() {
+                        Some(h) => Some(h),
+                        None => continue,
                     }
                 } else {
                     None
                 };
-                let mut h = prefix.clone();
-                key_rest(&mut h, header, value, arg0);
-                if let Some(ids) = self.index.buckets.get(&h.finish()) {
-                    for &id in ids {
-                        self.check(id, sender_name);
-                    }
+                let ids = self
+                    .index
+                    .buckets
+                    .get(&key(group, header, value_hash, arg0_hash));
+                for &id in ids.into_iter().flatten() {
+                    self.check(id, sender_name);
                 }
             }
         }
+    }
+
+    /// The hash of the message's value for `header`, `None` if the message has no such field.
+    fn header_hash(&mut self, header: Header) -> Option<u64> {
+        let value = match header {
+            Header::None => Some(""),
+            Header::Member => self.msg.member,
+            Header::Interface => self.msg.interface,
+            Header::Path => self.msg.path,
+        }?;
+        let index = self.index;
+        let slot = self.header_hashes.get_mut(header as usize)?;
+        Some(*slot.get_or_insert_with(|| index.str_hash(value)))
+    }
+
+    /// The hash of the message's arg0, `None` if that is not a string.
+    fn arg0_hash(&mut self) -> Option<u64> {
+        if self.arg0_hash.is_none() {
+            let hash = match self.msg.arg(0) {
+                Some(Arg::Str(a)) => Some(self.index.str_hash(a)),
+                _ => None,
+            };
+            self.arg0_hash = Some(hash);
+        }
+        self.arg0_hash.flatten()
     }
 
     /// Checks rule `id` in full and appends its owner if the message meets it.
@@ -385,7 +449,7 @@ impl<N: NameOwners + ?Sized> Search<'_, '_, N> {
         if Some(entry.owner) == self.addressed
             || (self.addressed_msg && !rule.eavesdrop)
             || !rule.sender_matches(self.names, self.sender, sender_name)
-            || !rule.matches_except_sender(self.msg, self.names, self.addressed, &mut self.args)
+            || !rule.matches_except_sender(&mut self.msg, self.names, self.addressed)
         {
             return;
         }
@@ -393,22 +457,24 @@ impl<N: NameOwners + ?Sized> Search<'_, '_, N> {
     }
 }
 
-/// The shape-of-key number.
-fn shape(with_sender: bool, header: Header, arg0: Option<&str>) -> u8 {
-    u8::from(with_sender) | (header as u8) << 1 | u8::from(arg0.is_some()) << 3
+/// The shape-of-key number within a group.
+fn shape(header: Header, with_arg0: bool) -> u8 {
+    (header as u8) << 1 | u8::from(with_arg0)
 }
 
-/// Hashes the tree and sender part of a key.
-fn key_prefix(h: &mut impl Hasher, tree: u8, sender: Option<&str>) {
-    h.write_u8(tree);
-    sender.hash(h);
-}
-
-/// Hashes the header and arg0 part of a key.
-fn key_rest(h: &mut impl Hasher, header: Header, value: &str, arg0: Option<&str>) {
+/// The hash naming a key within `group`, from the hashes of the header value and arg0.
+fn key(group: u64, header: Header, value_hash: u64, arg0_hash: Option<u64>) -> u64 {
+    let mut h = KeyHasher(group);
     h.write_u8(header as u8);
-    value.hash(h);
-    arg0.hash(h);
+    h.mix(value_hash);
+    match arg0_hash {
+        None => h.write_u8(0),
+        Some(a) => {
+            h.write_u8(1);
+            h.mix(a);
+        }
+    }
+    h.finish()
 }
 
 /// Sorts `out[start..]` and drops repeats from it, in place.
@@ -429,11 +495,54 @@ fn dedup_from(out: &mut Vec<PeerId>, start: usize) {
     });
 }
 
-/// Passes through keys that are already hashes.
-#[derive(Debug, Default)]
+/// A fast seeded hash for group and key names: a word at a time, then a full-avalanche finish.
+/// (Not collision-resistant against an adversary, nor does it need to be; see the module docs.)
+#[derive(Debug, Clone, Copy)]
 struct KeyHasher(u64);
 
+impl KeyHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        // MurmurHash3's 64-bit finaliser.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.iter_mut().zip(chunk).for_each(|(w, b)| *w = *b);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word.iter_mut().zip(rest).for_each(|(w, b)| *w = *b);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+}
+
+/// Passes through map keys that are already hashes.
+#[derive(Debug, Default)]
+struct PassHasher(u64);
+
+impl Hasher for PassHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -529,7 +638,7 @@ mod tests {
         assert_eq!(receivers(&index, &names, &changed(), Some(1), None), [3]);
         index.remove_peer(peer(3));
         assert!(index.is_empty());
-        assert!(index.buckets.is_empty() && index.by_peer.is_empty());
+        assert!(index.buckets.is_empty() && index.groups.is_empty() && index.by_peer.is_empty());
         // Freed slots are reused.
         index.add(peer(2), rule("member='Changed'"));
         assert_eq!(index.entries.len(), 10);

@@ -196,13 +196,11 @@ impl MatchRule {
         sender: Option<PeerId>,
         addressed: Option<PeerId>,
     ) -> bool {
-        let addressed_msg = addressed.is_some() || msg.destination().is_some();
-        if addressed_msg && !self.eavesdrop {
-            return false;
-        }
-        let mut args = ArgCache::new(msg);
-        self.sender_matches(names, sender, None)
-            && self.matches_except_sender(msg, names, addressed, &mut args)
+        let mut view = MsgView::new(msg);
+        let addressed_msg = addressed.is_some() || view.destination.is_some();
+        (self.eavesdrop || !addressed_msg)
+            && self.sender_matches(names, sender, None)
+            && self.matches_except_sender(&mut view, names, addressed)
     }
 
     /// Whether the rule's `sender` condition holds for a message from `sender`. `known` is a
@@ -224,25 +222,20 @@ impl MatchRule {
     }
 
     /// Every condition but `sender` and `eavesdrop`, cheapest first.
-    fn matches_except_sender<'m, N: NameOwners + ?Sized>(
+    fn matches_except_sender<N: NameOwners + ?Sized>(
         &self,
-        msg: &'m Message,
+        msg: &mut MsgView<'_>,
         names: &N,
         addressed: Option<PeerId>,
-        args: &mut ArgCache<'m>,
     ) -> bool {
-        if let Some(t) = self.msg_type {
-            if wire_type(t) != msg.message_type() {
-                return false;
-            }
-        }
-        if !field_matches(self.member.as_deref(), msg.member())
-            || !field_matches(self.interface.as_deref(), msg.interface())
+        if self.msg_type.is_some_and(|t| wire_type(t) != msg.mtype)
+            || !field_matches(self.member.as_deref(), msg.member)
+            || !field_matches(self.interface.as_deref(), msg.interface)
         {
             return false;
         }
         if let Some(want) = self.path.as_deref() {
-            let Some(path) = msg.path() else {
+            let Some(path) = msg.path else {
                 return false;
             };
             let ok = if self.path_is_namespace {
@@ -255,7 +248,7 @@ impl MatchRule {
             }
         }
         if let Some(want) = self.destination.as_deref() {
-            if msg.destination().is_none() {
+            if msg.destination.is_none() {
                 return false;
             }
             let ok = match addressed {
@@ -268,7 +261,7 @@ impl MatchRule {
         }
         self.args
             .iter()
-            .all(|cond| cond.matches(args.get(cond.index.into())))
+            .all(|cond| cond.matches(msg.arg(cond.index.into())))
     }
 }
 
@@ -371,41 +364,59 @@ impl ArgMatch {
     }
 }
 
-/// The arguments of one message, read once and only as far as some rule needs.
-struct ArgCache<'m> {
+/// A message as rules look at it: its header fields read once, its arguments read when a rule
+/// first needs them.
+struct MsgView<'m> {
     msg: &'m Message,
-    read: [Arg<'m>; MAX_ARGS],
-    len: usize,
-    /// Set when the body ended before `MAX_ARGS` arguments.
-    ended: bool,
+    mtype: MessageType,
+    path: Option<&'m str>,
+    interface: Option<&'m str>,
+    member: Option<&'m str>,
+    destination: Option<&'m str>,
+    /// The first arguments, as far as they have been read.
+    args: [Arg<'m>; CACHED_ARGS],
+    /// How many of `args` are read.
+    args_read: usize,
+    /// Whether the body ended within `args_read` arguments.
+    args_ended: bool,
 }
 
-impl<'m> ArgCache<'m> {
+/// How many leading arguments [`MsgView`] keeps; rules rarely look further.
+const CACHED_ARGS: usize = 8;
+
+impl<'m> MsgView<'m> {
     fn new(msg: &'m Message) -> Self {
-        ArgCache {
+        MsgView {
             msg,
-            read: [Arg::Other; MAX_ARGS],
-            len: 0,
-            ended: false,
+            mtype: msg.message_type(),
+            path: msg.path(),
+            interface: msg.interface(),
+            member: msg.member(),
+            destination: msg.destination(),
+            args: [Arg::Other; CACHED_ARGS],
+            args_read: 0,
+            args_ended: false,
         }
     }
 
     /// The argument at `index`, `None` when the body has fewer arguments.
-    fn get(&mut self, index: usize) -> Option<Arg<'m>> {
-        if index >= self.len && !self.ended {
-            // Read the whole prefix the rule needs in one pass; later requests for earlier
-            // arguments are then served from `read`.
-            let want = (index + 1).min(MAX_ARGS);
-            let mut got = 0;
-            for (slot, arg) in self.read.iter_mut().zip(self.msg.args(want)) {
-                *slot = arg;
-                got += 1;
-            }
-            self.len = got;
-            self.ended = got < want;
+    fn arg(&mut self, index: usize) -> Option<Arg<'m>> {
+        if index >= CACHED_ARGS {
+            return self.msg.args(index + 1).nth(index);
         }
-        if index < self.len {
-            self.read.get(index).copied()
+        if index >= self.args_read && !self.args_ended {
+            // Read every argument up to `index` in one pass.
+            let want = index + 1;
+            let mut read = 0;
+            for (slot, arg) in self.args.iter_mut().zip(self.msg.args(want)) {
+                *slot = arg;
+                read += 1;
+            }
+            self.args_read = read;
+            self.args_ended = read < want;
+        }
+        if index < self.args_read {
+            self.args.get(index).copied()
         } else {
             None
         }
