@@ -47,7 +47,6 @@ pub(crate) mod error {
     pub(crate) const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
     pub(crate) const UNKNOWN_PROPERTY: &str = "org.freedesktop.DBus.Error.UnknownProperty";
     pub(crate) const PROPERTY_READ_ONLY: &str = "org.freedesktop.DBus.Error.PropertyReadOnly";
-    pub(crate) const MATCH_RULE_INVALID: &str = "org.freedesktop.DBus.Error.MatchRuleInvalid";
     pub(crate) const MATCH_RULE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.MatchRuleNotFound";
     pub(crate) const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
     pub(crate) const UNIX_PROCESS_ID_UNKNOWN: &str =

@@ -226,14 +226,14 @@ impl Bus {
             (DRIVER_INTERFACE, "AddMatch") => {
                 let text = arg_str(&mut args)?;
                 let rule = MatchRule::parse(text)
-                    .map_err(|e| (error::MATCH_RULE_INVALID, e.to_string()))?;
+                    .map_err(|e| (e.error_name(), e.to_string()))?;
                 self.matches.add(from, rule);
                 empty
             }
             (DRIVER_INTERFACE, "RemoveMatch") => {
                 let text = arg_str(&mut args)?;
                 let rule = MatchRule::parse(text)
-                    .map_err(|e| (error::MATCH_RULE_INVALID, e.to_string()))?;
+                    .map_err(|e| (e.error_name(), e.to_string()))?;
                 if !self.matches.remove(from, &rule) {
                     let text = "The given match rule wasn't found and can't be removed";
                     return Err((error::MATCH_RULE_NOT_FOUND, text.into()));
