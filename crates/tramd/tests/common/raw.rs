@@ -738,6 +738,36 @@ impl RawClient {
         self.infds.len()
     }
 
+    /// Waits for the bus to close the connection; a message answering `probe_serial` (a call
+    /// sent after whatever should have been refused) means the bus kept the connection, which is
+    /// reported at once rather than after the deadline.
+    ///
+    /// # Errors
+    /// The connection stayed open: what arrived instead.
+    pub fn wait_closed(&mut self, probe_serial: Option<u32>) -> Result<(), String> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let next = match self.pending.pop_front() {
+                Some(m) => Recv::Msg(m),
+                None => self.read_message(deadline),
+            };
+            match next {
+                Recv::Closed => return Ok(()),
+                Recv::Msg(m) if probe_serial.is_some() && m.reply_serial == probe_serial => {
+                    seen.push(m.describe());
+                    return Err(format!(
+                        "the bus kept the connection and answered: {seen:#?}"
+                    ));
+                }
+                Recv::Msg(m) => seen.push(m.describe()),
+                Recv::Timeout => {
+                    return Err(format!("still connected after {DEADLINE:?}; got {seen:#?}"));
+                }
+            }
+        }
+    }
+
     /// Asserts that the bus closes the connection before the deadline (messages sent before
     /// the close are skipped).
     ///
@@ -766,7 +796,11 @@ impl RawClient {
         &self.sock
     }
 
-    fn read_line(&mut self) -> String {
+    /// Reads one `\r\n`-terminated SASL line from the server (without the terminator).
+    ///
+    /// # Panics
+    /// None arrives before the deadline.
+    pub fn read_line(&mut self) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(i) = self.inbuf.windows(2).position(|w| w == b"\r\n") {
