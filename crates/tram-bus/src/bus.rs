@@ -10,7 +10,9 @@
 //!    primary owner of a well-known name); replies must close an open reply slot
 //!    (`replies.rs`); fds need a receiver that negotiated them. Refusals are answered with an
 //!    error naming why, unless the sender asked for no reply.
-//! 5. A message without destination is broadcast to every peer with a matching rule, once each.
+//! 5. A signal without destination is broadcast to every peer with a matching rule, once each.
+//!    A method call without destination is for the bus itself (the specification's example is
+//!    `Peer.Ping`); other messages without destination answer nothing and are dropped.
 //!
 //! Every forwarded message is stamped with its sender's unique name once, and the same buffer is
 //! queued for every receiver.
@@ -196,11 +198,16 @@ impl Bus {
                 let dest = dest.to_owned();
                 self.unicast(from, &dest, msg);
             }
-            None => {
-                let sender = self.sender_name(from);
-                let out = Arc::new(msg.stamp_sender(&sender));
-                self.broadcast(Some(from), &msg, &out);
-            }
+            None => match msg.message_type() {
+                MessageType::Signal => {
+                    let sender = self.sender_name(from);
+                    let out = Arc::new(msg.stamp_sender(&sender));
+                    self.broadcast(Some(from), &msg, &out);
+                }
+                MethodCall => self.undirected_call(from, &msg),
+                // Only signals are broadcast; a reply without destination answers nothing.
+                _ => {}
+            },
         }
     }
 

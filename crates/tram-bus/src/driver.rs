@@ -161,6 +161,39 @@ impl Bus {
         }
     }
 
+    /// Handles a method call without destination: the bus answers the `Peer` interface itself
+    /// and, as dbus-daemon does, anything else with UnknownMethod (such calls are not the
+    /// driver's, and nobody else sees them).
+    pub(crate) fn undirected_call(&mut self, from: PeerId, msg: &Message) {
+        let member = msg.member().unwrap_or_default();
+        let peer_method = matches!(msg.interface(), None | Some(PEER))
+            && msg.signature().is_empty()
+            && matches!(member, "Ping" | "GetMachineId");
+        if !peer_method {
+            let text = format!(
+                "Method \"{member}\" with signature \"{}\" on interface \"{}\" doesn't exist\n",
+                msg.signature(),
+                msg.interface().unwrap_or("(null)")
+            );
+            return self.refuse(from, msg, error::UNKNOWN_METHOD, &text);
+        }
+        if let Some(method) = METHODS
+            .iter()
+            .find(|m| m.interface == PEER && m.name == member)
+        {
+            if let Ok(Some(reply)) = self.run(from, msg, method) {
+                if !msg.flags().no_reply_expected() {
+                    let unique = self.peers.get(from).and_then(|p| p.unique.clone());
+                    let reply = match unique {
+                        Some(unique) => reply.msg.destination(&unique),
+                        None => reply.msg,
+                    };
+                    self.send_driver(from, reply);
+                }
+            }
+        }
+    }
+
     /// Runs a method whose arguments match its signature. `Ok(None)`: no reply at all.
     fn run(
         &mut self,
@@ -225,15 +258,13 @@ impl Bus {
             )),
             (DRIVER_INTERFACE, "AddMatch") => {
                 let text = arg_str(&mut args)?;
-                let rule = MatchRule::parse(text)
-                    .map_err(|e| (e.error_name(), e.to_string()))?;
+                let rule = MatchRule::parse(text).map_err(|e| (e.error_name(), e.to_string()))?;
                 self.matches.add(from, rule);
                 empty
             }
             (DRIVER_INTERFACE, "RemoveMatch") => {
                 let text = arg_str(&mut args)?;
-                let rule = MatchRule::parse(text)
-                    .map_err(|e| (e.error_name(), e.to_string()))?;
+                let rule = MatchRule::parse(text).map_err(|e| (e.error_name(), e.to_string()))?;
                 if !self.matches.remove(from, &rule) {
                     let text = "The given match rule wasn't found and can't be removed";
                     return Err((error::MATCH_RULE_NOT_FOUND, text.into()));

@@ -240,3 +240,32 @@ fn reserved_local_interface_disconnects_the_sender_only() {
     let r = h.driver(b, "GetId", "", |_| {});
     assert_eq!(r.message_type(), MessageType::MethodReturn);
 }
+
+#[test]
+fn method_calls_without_destination_are_for_the_bus_itself() {
+    let mut h = Harness::new();
+    let (a, _) = h.client();
+    let (b, _) = h.client();
+    assert_eq!(
+        error_of(&h.driver(b, "AddMatch", "s", |w| w.string("eavesdrop='true'"))),
+        ""
+    );
+    let s = h.send(
+        a,
+        tram_wire::MessageBuilder::method_call("/", Some("org.freedesktop.DBus.Peer"), "Ping"),
+    );
+    assert_eq!(h.reply_to(a, s).message_type(), MessageType::MethodReturn);
+    let s = h.send(
+        a,
+        tram_wire::MessageBuilder::method_call("/", Some("org.freedesktop.DBus"), "GetId"),
+    );
+    assert_eq!(
+        error_of(&h.reply_to(a, s)),
+        "org.freedesktop.DBus.Error.UnknownMethod"
+    );
+    assert!(
+        h.take(b)
+            .iter()
+            .all(|m| m.member() != Some("Ping") && m.member() != Some("GetId"))
+    );
+}
