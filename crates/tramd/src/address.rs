@@ -392,10 +392,7 @@ mod tests {
             ("unix:dir=/tmp", ListenAddress::Dir("/tmp".into())),
             ("unix:tmpdir=/tmp", ListenAddress::Tmpdir("/tmp".into())),
             ("unix:runtime=yes", ListenAddress::Runtime),
-            (
-                "unix:guid=0123,path=/x",
-                ListenAddress::Path("/x".into()),
-            ),
+            ("unix:guid=0123,path=/x", ListenAddress::Path("/x".into())),
         ];
         for (input, want) in ok {
             let addr = &parse_list(input).unwrap()[0];

@@ -31,10 +31,10 @@ impl Mechanism {
 /// Connection limits enforced by the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// How long a connection may take to authenticate (`auth_timeout`).
+    /// How long a connection may take to authenticate and say Hello (`auth_timeout`).
     pub(crate) auth_timeout: Duration,
-    /// Connections still authenticating (`max_incomplete_connections`); when a new one would
-    /// exceed it, the oldest is dropped.
+    /// Connections that have not said Hello yet (`max_incomplete_connections`); when a new one
+    /// would exceed it, the oldest is dropped.
     pub(crate) max_incomplete_connections: usize,
     /// Authenticated connections (`max_completed_connections`); beyond it a connection that
     /// finishes authentication is closed.

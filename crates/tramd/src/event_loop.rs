@@ -1,11 +1,14 @@
 //! The event loop: one thread, one epoll set, every socket non-blocking.
 //!
 //! The epoll set holds the signalfd, the listeners and every connection, level-triggered.
-//! Each turn waits until the earliest of the bus's timer, the oldest authentication deadline and
-//! a paused accept is due, then handles the ready sources:
+//! Each turn waits until the earliest of the bus's timer, the oldest connection deadline and a
+//! paused accept is due, then handles the ready sources:
 //!
 //! * a listener accepts until it would block (at most [`ACCEPT_BUDGET`] per turn), takes each
-//!   connection's credentials, and starts its authentication with its deadline;
+//!   connection's credentials, and starts its authentication. As in dbus-daemon, a connection
+//!   is *incomplete* until the bus gave it a unique name (Hello): it must get there within
+//!   `auth_timeout`, and beyond `max_incomplete_connections` the oldest incomplete one is
+//!   dropped;
 //! * a connection reads at most [`READ_BUDGET`] times per turn; while it authenticates the bytes
 //!   feed its SASL state machine, afterwards they are cut into messages handed to the bus one
 //!   by one;
@@ -35,7 +38,7 @@ use crate::config::Limits;
 use crate::connection::{Connection, Flushed, Received, Scratch};
 use crate::creds;
 use crate::listener::Listener;
-use crate::log::{self, PeerLabel};
+use crate::log::{self, Level, PeerLabel};
 use crate::sasl::{Outcome, Progress, Sasl, SaslServer};
 use crate::signals::Signals;
 
@@ -57,10 +60,12 @@ pub(crate) struct EventLoop {
     free_slots: Vec<u32>,
     /// Indexed by [`PeerId::index`]: the peer and its connection slot.
     peers: Vec<Option<(PeerId, u32)>>,
-    /// Authentication deadlines in accept order (so in deadline order); entries of connections
-    /// that finished or closed are skipped when they come up.
-    auth_deadlines: VecDeque<(Instant, u32, u32)>,
-    authenticating: usize,
+    /// Deadlines of incomplete connections in accept order (so in deadline order); entries of
+    /// connections that completed or closed are skipped when they come up.
+    deadlines: VecDeque<(Instant, u32, u32)>,
+    /// Connections without a unique name yet: authenticating, or authenticated before Hello.
+    incomplete: usize,
+    /// Authenticated connections (peers of the bus).
     authenticated: usize,
     accept_paused_until: Option<Instant>,
     bus: Bus,
@@ -108,8 +113,8 @@ impl EventLoop {
             slots: Vec::new(),
             free_slots: Vec::new(),
             peers: Vec::new(),
-            auth_deadlines: VecDeque::new(),
-            authenticating: 0,
+            deadlines: VecDeque::new(),
+            incomplete: 0,
             authenticated: 0,
             accept_paused_until: None,
             bus,
@@ -164,7 +169,7 @@ impl EventLoop {
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.bus.poll_timeout(),
-            self.auth_deadlines.front().map(|&(deadline, ..)| deadline),
+            self.deadlines.front().map(|&(deadline, ..)| deadline),
             self.accept_paused_until,
         ]
         .into_iter()
@@ -243,8 +248,8 @@ impl EventLoop {
                 return;
             }
         };
-        if self.authenticating >= self.limits.max_incomplete_connections {
-            self.drop_oldest_authenticating();
+        if self.incomplete >= self.limits.max_incomplete_connections {
+            self.drop_oldest_incomplete(now);
         }
         let deadline = now + self.limits.auth_timeout;
         let label = (creds.pid, creds.uid);
@@ -275,25 +280,22 @@ impl EventLoop {
             self.remove(slot);
             return;
         }
-        self.authenticating += 1;
-        self.auth_deadlines.push_back((deadline, slot, generation));
+        self.incomplete += 1;
+        self.deadlines.push_back((deadline, slot, generation));
         if let Some(conn) = self.conn(slot) {
             log::debug!("new {}", conn.label(None));
         }
     }
 
-    fn drop_oldest_authenticating(&mut self) {
-        while let Some((_, slot, generation)) = self.auth_deadlines.pop_front() {
-            if self.is_authenticating(slot, generation) {
-                if let Some(conn) = self.conn(slot) {
-                    log::warning!(
-                        "too many connections authenticating (max_incomplete_connections={}); \
-                         dropping the oldest, {}",
-                        self.limits.max_incomplete_connections,
-                        conn.label(None)
-                    );
-                }
-                self.remove(slot);
+    fn drop_oldest_incomplete(&mut self, now: Instant) {
+        while let Some((_, slot, generation)) = self.deadlines.pop_front() {
+            if self.is_incomplete(slot, generation) {
+                let reason = format!(
+                    "too many incomplete connections (max_incomplete_connections={}), \
+                     this is the oldest",
+                    self.limits.max_incomplete_connections
+                );
+                self.close(slot, now, Level::Warning, &reason);
                 return;
             }
         }
@@ -408,7 +410,6 @@ impl EventLoop {
         if let Some(conn) = self.conn_mut(slot) {
             conn.phase = Phase::Peer(peer);
         }
-        self.authenticating -= 1;
         self.authenticated += 1;
         self.remember_name(slot, peer);
         self.drain_bus();
@@ -421,7 +422,7 @@ impl EventLoop {
         };
         if self.deliver(slot, peer, now) {
             if let Err(e) = result {
-                self.protocol_violation(slot, &e, now);
+                self.close(slot, now, Level::Warning, &e);
             }
         }
     }
@@ -440,15 +441,15 @@ impl EventLoop {
                 Ok(Received::Data { more_likely: true }) => {}
                 Ok(Received::Data { more_likely: false } | Received::WouldBlock) => return,
                 Ok(Received::Eof) => {
-                    self.hang_up(slot, now, &"hung up");
+                    self.close(slot, now, Level::Debug, &"hung up");
                     return;
                 }
                 Err(e @ crate::connection::ConnError::Io(_)) => {
-                    self.hang_up(slot, now, &e);
+                    self.close(slot, now, Level::Debug, &e);
                     return;
                 }
                 Err(e) => {
-                    self.protocol_violation(slot, &e, now);
+                    self.close(slot, now, Level::Warning, &e);
                     return;
                 }
             }
@@ -474,11 +475,15 @@ impl EventLoop {
         alive && self.peer_slot(peer) == Some(slot)
     }
 
+    /// Records the peer's unique name once it has one: the connection is then complete.
     fn remember_name(&mut self, slot: u32, peer: PeerId) {
         if self.conn(slot).is_some_and(|c| c.name.is_none()) {
-            let name = self.bus.unique_name(peer).map(Box::<str>::from);
-            if let Some(conn) = self.conn_mut(slot) {
-                conn.name = name;
+            let Some(name) = self.bus.unique_name(peer).map(Box::<str>::from) else {
+                return;
+            };
+            if let Some(conn) = slot_conn(&mut self.slots, slot) {
+                conn.name = Some(name);
+                self.incomplete -= 1;
             }
         }
     }
@@ -527,7 +532,7 @@ impl EventLoop {
         match conn.io.flush(queue) {
             Ok(Flushed::Done) => self.set_interest(slot, EventFlags::IN),
             Ok(Flushed::Blocked) => self.set_interest(slot, EventFlags::IN | EventFlags::OUT),
-            Err(e) => self.hang_up(slot, now, &e),
+            Err(e) => self.close(slot, now, Level::Debug, &e),
         }
     }
 
@@ -554,30 +559,26 @@ impl EventLoop {
             self.bus.handle_timeout(now);
             self.drain_bus();
         }
-        while let Some(&(deadline, slot, generation)) = self.auth_deadlines.front() {
-            if self.is_authenticating(slot, generation) {
+        while let Some(&(deadline, slot, generation)) = self.deadlines.front() {
+            if self.is_incomplete(slot, generation) {
                 if deadline > now {
                     break;
                 }
-                if let Some(conn) = self.conn(slot) {
-                    log::warning!(
-                        "disconnecting {}: authentication timed out after {} s",
-                        conn.label(None),
-                        self.limits.auth_timeout.as_secs()
-                    );
-                }
-                self.remove(slot);
+                let reason = format!(
+                    "no Hello within {} s of connecting (auth_timeout)",
+                    self.limits.auth_timeout.as_secs()
+                );
+                self.close(slot, now, Level::Warning, &reason);
             }
-            self.auth_deadlines.pop_front();
+            self.deadlines.pop_front();
         }
-        // Entries of connections that finished are dropped when they reach the front; keep
+        // Entries of connections that completed are dropped when they reach the front; keep
         // the queue from growing far beyond the live ones in the meantime.
-        if self.auth_deadlines.len() > 2 * self.authenticating + 64 {
+        if self.deadlines.len() > 2 * self.incomplete + 64 {
             let slots = &self.slots;
-            self.auth_deadlines.retain(|&(_, slot, generation)| {
+            self.deadlines.retain(|&(_, slot, generation)| {
                 slots.get(slot as usize).is_some_and(|s| {
-                    s.generation == generation
-                        && s.conn.as_ref().is_some_and(|c| c.peer().is_none())
+                    s.generation == generation && s.conn.as_ref().is_some_and(|c| c.name.is_none())
                 })
             });
         }
@@ -586,27 +587,19 @@ impl EventLoop {
         }
     }
 
-    /// Closes a peer whose socket failed or hung up, telling the bus.
-    fn hang_up(&mut self, slot: u32, now: Instant, reason: &dyn fmt::Display) {
+    /// Closes a connection for `reason` (logged at `level`), telling the bus if it is a peer.
+    fn close(&mut self, slot: u32, now: Instant, level: Level, reason: &dyn fmt::Display) {
         let Some(conn) = self.conn(slot) else {
             return;
         };
         let peer = conn.peer();
-        log::debug!("{} {reason}", conn.label(self.name_of(peer)));
-        self.remove(slot);
-        if let Some(peer) = peer {
-            self.bus.disconnect(now, peer);
-            self.drain_bus();
-        }
-    }
-
-    /// Closes a peer that broke the protocol, telling the bus.
-    fn protocol_violation(&mut self, slot: u32, reason: &dyn fmt::Display, now: Instant) {
-        let Some(conn) = self.conn(slot) else {
-            return;
+        let label = conn.label(self.name_of(peer));
+        let what = if level == Level::Debug {
+            "closing"
+        } else {
+            "disconnecting"
         };
-        let peer = conn.peer();
-        log::warning!("disconnecting {}: {reason}", conn.label(self.name_of(peer)));
+        log::write(level, format_args!("{what} {label}: {reason}"));
         self.remove(slot);
         if let Some(peer) = peer {
             self.bus.disconnect(now, peer);
@@ -643,14 +636,14 @@ impl EventLoop {
         };
         s.generation = s.generation.wrapping_add(1) & Token::GENERATION_MASK;
         self.free_slots.push(slot);
-        match conn.phase {
-            Phase::Peer(peer) => {
-                if let Some(entry) = self.peers.get_mut(peer.index() as usize) {
-                    *entry = None;
-                }
-                self.authenticated -= 1;
+        if conn.name.is_none() {
+            self.incomplete -= 1;
+        }
+        if let Phase::Peer(peer) = conn.phase {
+            if let Some(entry) = self.peers.get_mut(peer.index() as usize) {
+                *entry = None;
             }
-            Phase::Auth(_) => self.authenticating -= 1,
+            self.authenticated -= 1;
         }
         let _ = epoll::delete(&self.epoll, &conn.io);
     }
@@ -669,8 +662,9 @@ impl EventLoop {
             .is_some_and(|s| s.generation == generation && s.conn.is_some())
     }
 
-    fn is_authenticating(&self, slot: u32, generation: u32) -> bool {
-        self.is_live(slot, generation) && self.conn(slot).is_some_and(|c| c.peer().is_none())
+    /// Whether the connection is live and has no unique name yet.
+    fn is_incomplete(&self, slot: u32, generation: u32) -> bool {
+        self.is_live(slot, generation) && self.conn(slot).is_some_and(|c| c.name.is_none())
     }
 
     fn peer_slot(&self, peer: PeerId) -> Option<u32> {

@@ -65,11 +65,14 @@ impl Listener {
         let entries = address::parse_list(address).map_err(|e| error(vec![e.to_string()]))?;
         let mut reasons = Vec::new();
         for entry in &entries {
-            let result = ListenAddress::from_address(entry)
-                .map_err(|e| e.to_string())
-                .and_then(|listen| bind_one(&listen).map_err(|e| format!("{entry}: {e}")));
+            let result = match ListenAddress::from_address(entry) {
+                Ok(listen) => bind_one(&listen).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             match result {
                 Ok(listener) => return Ok(listener),
+                // With alternatives, each reason names the entry it is about.
+                Err(reason) if entries.len() > 1 => reasons.push(format!("{entry}: {reason}")),
                 Err(reason) => reasons.push(reason),
             }
         }

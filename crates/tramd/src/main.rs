@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         },
         Err(e) => {
             log::error!("{e}");
-            eprint!("{}", cli::USAGE);
+            eprintln!("Try 'tramd --help' for more information.");
             ExitCode::FAILURE
         }
     }
