@@ -18,21 +18,24 @@ fn le_u32(v: u32) -> [u8; 4] {
     v.to_le_bytes()
 }
 
-/// One malformed message: a name, and its bytes given the destination's name and the serial.
-type Case = (&'static str, Box<dyn Fn(&str, u32) -> Vec<u8>>);
+/// Makes a message's bytes given the destination's name and the serial.
+type Make = Box<dyn Fn(&str, u32) -> Vec<u8>>;
+
+/// One malformed message: a name and how to make it.
+type Case = (&'static str, Make);
 
 fn corpus() -> Vec<Case> {
-    fn patched(f: impl Fn(&mut Vec<u8>) + 'static) -> Box<dyn Fn(&str, u32) -> Vec<u8>> {
+    fn patched(f: impl Fn(&mut Vec<u8>) + 'static) -> Make {
         Box::new(move |dest, serial| {
             let mut bytes = good_call(dest).args(vec![Value::str("x")]).encode(serial);
             f(&mut bytes);
             bytes
         })
     }
-    fn built(f: impl Fn(&str) -> RawMessage + 'static) -> Box<dyn Fn(&str, u32) -> Vec<u8>> {
+    fn built(f: impl Fn(&str) -> RawMessage + 'static) -> Make {
         Box::new(move |dest, serial| f(dest).encode(serial))
     }
-    fn with_body(sig: &'static str, body: Vec<u8>) -> Box<dyn Fn(&str, u32) -> Vec<u8>> {
+    fn with_body(sig: &'static str, body: Vec<u8>) -> Make {
         built(move |dest| {
             let mut m = good_call(dest).field(field::SIGNATURE, Value::Sig(sig.to_owned()));
             m.raw_body = Some(body.clone());

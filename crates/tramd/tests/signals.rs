@@ -150,7 +150,7 @@ fn removing_a_rule_stops_delivery_and_duplicates_need_two_removals() {
     let rule = "type='signal',member='Sig'";
     r.add_match(rule);
     r.add_match(rule);
-    let mut emit = |e: &mut RawClient| {
+    let emit = |e: &mut RawClient| {
         let s = e.send(&sig("/x", IFACE, "Sig", vec![]));
         e.sync();
         s

@@ -379,7 +379,7 @@ pub fn run_tool(program: &str, args: &[&str], env: &[(&str, String)]) -> ToolOut
     let out = match rx.recv_timeout(TOOL_TIMEOUT) {
         Ok(out) => out,
         Err(_) => {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid.cast_signed()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or(-1)) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
             let partial = rx.recv_timeout(DEADLINE);

@@ -468,7 +468,7 @@ impl Msg {
 #[derive(Debug)]
 pub enum Recv {
     /// A message.
-    Msg(Msg),
+    Msg(Box<Msg>),
     /// The deadline passed with no complete message.
     Timeout,
     /// The bus closed the connection (or reset it).
@@ -671,8 +671,8 @@ impl RawClient {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.read_message(deadline) {
-                Recv::Msg(m) if pred(&m) => return m,
-                Recv::Msg(m) => self.pending.push_back(m),
+                Recv::Msg(m) if pred(&m) => return *m,
+                Recv::Msg(m) => self.pending.push_back(*m),
                 Recv::Timeout => self.fail("timed out waiting for a message"),
                 Recv::Closed => self.fail("the bus closed the connection"),
             }
@@ -685,7 +685,7 @@ impl RawClient {
     /// None arrives before the deadline.
     pub fn recv(&mut self) -> Msg {
         match self.recv_timeout(DEADLINE) {
-            Recv::Msg(m) => m,
+            Recv::Msg(m) => *m,
             Recv::Timeout => self.fail("timed out waiting for a message"),
             Recv::Closed => self.fail("the bus closed the connection"),
         }
@@ -694,7 +694,7 @@ impl RawClient {
     /// The next message, or what happened instead within `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Recv {
         if let Some(m) = self.pending.pop_front() {
-            return Recv::Msg(m);
+            return Recv::Msg(Box::new(m));
         }
         self.read_message(Instant::now() + timeout)
     }
@@ -726,7 +726,7 @@ impl RawClient {
                 Recv::Msg(m) if m.reply_serial == Some(serial) => {
                     return Some(self.pending.drain(..).collect());
                 }
-                Recv::Msg(m) => self.pending.push_back(m),
+                Recv::Msg(m) => self.pending.push_back(*m),
                 Recv::Closed => return None,
                 Recv::Timeout => self.fail("timed out waiting for the Ping reply"),
             }
@@ -749,7 +749,7 @@ impl RawClient {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let next = match self.pending.pop_front() {
-                Some(m) => Recv::Msg(m),
+                Some(m) => Recv::Msg(Box::new(m)),
                 None => self.read_message(deadline),
             };
             match next {
@@ -827,7 +827,7 @@ impl RawClient {
                         .unwrap_or_else(|e| self.fail(&format!("undecodable message: {e}")));
                     let n = msg.unix_fds.unwrap_or(0) as usize;
                     msg.fds = self.infds.drain(..n.min(self.infds.len())).collect();
-                    return Recv::Msg(msg);
+                    return Recv::Msg(Box::new(msg));
                 }
             }
             match self.fill(deadline) {

@@ -96,7 +96,7 @@ impl Drop for Service {
 fn serve(mut c: RawClient, calls: &Mutex<Vec<Seen>>) {
     loop {
         let mut call = match c.recv_timeout(Duration::from_secs(120)) {
-            Recv::Msg(m) if m.mtype == METHOD_CALL => m,
+            Recv::Msg(m) if m.mtype == METHOD_CALL => *m,
             Recv::Msg(_) => continue,
             Recv::Timeout | Recv::Closed => return,
         };
