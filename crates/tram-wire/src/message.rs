@@ -112,6 +112,10 @@ impl Flags {
     pub fn no_auto_start(self) -> bool {
         self.0 & Self::NO_AUTO_START != 0
     }
+    /// Whether ALLOW_INTERACTIVE_AUTHORIZATION is set.
+    pub fn allow_interactive_authorization(self) -> bool {
+        self.0 & Self::ALLOW_INTERACTIVE_AUTHORIZATION != 0
+    }
 }
 
 /// Where a string header field lives in the message buffer.
@@ -137,10 +141,12 @@ impl Span {
 
 /// Given the first bytes of a message, its total length.
 ///
-/// Returns `Ok(None)` while fewer than [`FIXED_HEADER_LEN`] bytes are available.
+/// The total is the fixed header, the header-field array padded to 8, and the body. Returns
+/// `Ok(None)` while fewer than [`FIXED_HEADER_LEN`] bytes are available.
 ///
 /// # Errors
-/// A bad endianness byte, or a declared length over [`MAX_MESSAGE_LEN`].
+/// A bad endianness byte (checked as soon as there is one byte), a header-field array longer
+/// than [`MAX_ARRAY_LEN`], or a total over [`MAX_MESSAGE_LEN`].
 pub fn frame_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
     let Some(&first) = prefix.first() else {
         return Ok(None);
@@ -185,8 +191,25 @@ pub struct Message {
 impl Message {
     /// Validates `data`, which must hold exactly one message, with the `fds` that arrived with it.
     ///
+    /// A message that passes is known to have, in either byte order:
+    ///
+    /// * protocol version 1, a non-zero type and serial, at most [`MAX_MESSAGE_LEN`] bytes;
+    /// * each known header field at most once, with its specified type and a valid value
+    ///   (object path, interface, member, error name, bus names, signature, non-zero
+    ///   REPLY_SERIAL), and every field its type requires; unknown fields well formed;
+    /// * a body that matches SIGNATURE exactly, with valid booleans, UTF-8 strings without nul
+    ///   bytes, object paths and signatures, arrays within [`MAX_ARRAY_LEN`] whose elements fill
+    ///   them exactly, at most 64 levels of containers counting through variants, and unix fd
+    ///   indexes below UNIX_FDS;
+    /// * zero bytes in every alignment padding, header and body;
+    /// * exactly as many `fds` as UNIX_FDS declares.
+    ///
+    /// The reserved `org.freedesktop.DBus.Local` path and interface are only checked for syntax;
+    /// refusing them is the bus's decision. Validation is a single iterative pass that allocates
+    /// nothing for ordinary messages.
+    ///
     /// # Errors
-    /// Any way the message breaks the specification's message protocol.
+    /// The first way found in which the message breaks the specification's message protocol.
     pub fn parse(data: Arc<[u8]>, fds: Vec<OwnedFd>) -> Result<Message, WireError> {
         Message::parse_with(data, fds, true)
     }
@@ -298,8 +321,11 @@ impl Message {
     /// SENDER, plus `SENDER = sender`, in this message's byte order and padded to 8, followed by
     /// this message's body (shared, not copied). Unknown header fields are dropped.
     ///
-    /// `sender` must be a valid bus name (the bus passes the sender's unique name). The new header
-    /// is the only allocation, sized exactly.
+    /// The fields are written in field-code order. `sender` must be a valid bus name (the bus
+    /// passes the sender's unique name). The new header is the only allocation, sized exactly.
+    ///
+    /// The result can exceed [`MAX_MESSAGE_LEN`] by the length of the new SENDER when this
+    /// message was already at the limit; a caller that cares compares [`Outgoing::len`].
     pub fn stamp_sender(&self, sender: &str) -> Outgoing {
         debug_assert!(
             crate::names::is_valid_bus_name(sender),

@@ -277,7 +277,12 @@ impl<'a> Validator<'a> {
                 b'v' => {
                     let (start, len, end) = self.signature_value(pos, limit)?;
                     let tables_top = to_u32(self.tables.top)?;
-                    let (table, inner) = self.signature(start, len, true)?;
+                    // Most variants hold one basic value: their signature needs no end table.
+                    let single_code = data.get(start).copied().filter(|_| len == 1);
+                    let (table, inner) = match single_code {
+                        Some(c) if c == b'v' || signature::is_basic(c) => (self.tables.top, 0),
+                        _ => self.signature(start, len, true)?,
+                    };
                     if depth + 1 + inner > MAX_TOTAL_DEPTH {
                         return Err(WireError::BadBody("nested more than 64 containers deep"));
                     }

@@ -1093,6 +1093,55 @@ fn depth_counts_through_variants() {
     }
 }
 
+/// Variant signatures of about 100 bytes, nested ten deep: their end tables outgrow the inline
+/// space and the arrays inside still find their ends.
+#[test]
+fn long_nested_variant_signatures() {
+    const FILL: usize = 100;
+    fn level(w: &mut BodyWriter, depth: usize, last: u32) {
+        let sig = format!("(ay{}v)", "y".repeat(FILL));
+        w.variant(&sig, |w| {
+            w.structure(|w| {
+                w.byte_array(&[]);
+                for _ in 0..FILL {
+                    w.u8(1);
+                }
+                if depth == 1 {
+                    w.variant("b", |w| w.u32(last));
+                } else {
+                    level(w, depth - 1, last);
+                }
+            })
+        });
+    }
+    for endian in ENDIANS {
+        let ok = call(endian, "v", &body(endian, |w| level(w, 10, 1)));
+        assert!(parse(&ok).is_ok());
+        let bad = call(endian, "v", &body(endian, |w| level(w, 10, 2)));
+        assert_eq!(parse(&bad).map(|_| ()), Err(WireError::BadBoolean));
+    }
+}
+
+#[test]
+fn arrays_of_empty_arrays() {
+    let elem: &'static str = format!("a({})", "y".repeat(200)).leak();
+    let sig: &'static str = format!("a{elem}y").leak();
+    for endian in ENDIANS {
+        let b = body(endian, |w| {
+            w.array(elem, |w| {
+                for _ in 0..1000 {
+                    w.array(&elem[1..], |_| {});
+                }
+            });
+            w.u8(9);
+        });
+        let msg = parse(&call(endian, sig, &b)).unwrap();
+        let mut r = BodyReader::new(&msg);
+        r.skip().unwrap();
+        assert_eq!(r.read_u8(), Ok(9));
+    }
+}
+
 #[test]
 fn header_signature_limits() {
     for endian in ENDIANS {
