@@ -44,6 +44,8 @@ const SCRATCH_LEN: usize = 64 * 1024;
 const MIN_READ: usize = 4096;
 /// The most a read into a connection's own buffer asks for.
 const MAX_READ: usize = 1024 * 1024;
+/// A receive buffer larger than this is shrunk once it is mostly empty.
+const SHRINK_ABOVE: usize = 2 * MAX_READ;
 /// How many iovecs one `sendmsg` carries (two per message at most).
 const MAX_IOVECS: usize = 64;
 
@@ -198,6 +200,9 @@ impl Connection {
             &mut scratch.control,
             &mut self.rx_fds,
         )?;
+        if self.rx_fds.len() > MAX_QUEUED_FDS {
+            return Err(ConnError::TooManyFds);
+        }
         if let Some(n) = n {
             self.rx.append(scratch.data.get(..n).unwrap_or_default());
         }
@@ -376,10 +381,20 @@ impl RxBuf {
         self.end = (self.end + n).min(self.buf.len());
     }
 
+    /// Drops `n` bytes from the front. An empty buffer is freed; a large one holding little
+    /// after a burst is shrunk to fit.
     fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
+        let len = self.end - self.start;
+        if len == 0 {
             *self = RxBuf::default();
+        } else if self.buf.len() > SHRINK_ABOVE && len < self.buf.len() / 4 {
+            let kept = self.data().to_vec();
+            *self = RxBuf {
+                buf: kept,
+                start: 0,
+                end: len,
+            };
         }
     }
 }
@@ -571,6 +586,21 @@ mod tests {
         rx.consume(7);
         assert!(rx.is_empty());
         assert_eq!(rx.buf.capacity(), 0, "an empty buffer holds no memory");
+    }
+
+    #[test]
+    fn rx_buffer_shrinks_after_a_burst() {
+        let mut rx = RxBuf::default();
+        rx.append(&vec![1; 4 * MAX_READ]);
+        rx.consume(4 * MAX_READ - 10);
+        assert_eq!(rx.data(), &[1; 10]);
+        assert_eq!(rx.buf.len(), 10);
+        // Most of a small buffer consumed: kept as it is.
+        rx.append(&[2; 100]);
+        let len = rx.buf.len();
+        rx.consume(90);
+        assert_eq!(rx.buf.len(), len);
+        assert_eq!(rx.data().len(), 20);
     }
 
     #[test]

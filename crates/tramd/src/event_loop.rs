@@ -252,7 +252,7 @@ impl EventLoop {
             self.drop_oldest_incomplete(now);
         }
         let deadline = now + self.limits.auth_timeout;
-        let label = (creds.pid, creds.uid);
+        let (pid, uid) = (creds.pid, creds.uid);
         let conn = Conn {
             io: Connection::new(fd),
             phase: Phase::Auth(Box::new(Auth {
@@ -260,8 +260,8 @@ impl EventLoop {
                 creds,
             })),
             interest: EventFlags::IN,
-            pid: label.0,
-            uid: label.1,
+            pid,
+            uid,
             name: None,
         };
         let (slot, generation) = self.insert(conn);
@@ -349,6 +349,13 @@ impl EventLoop {
                 Progress::Continue { consumed } => {
                     conn.io.consume(consumed);
                     self.flush(slot, now);
+                    // A client that does not read its replies is not read from either.
+                    if !self
+                        .conn(slot)
+                        .is_some_and(|c| c.interest.contains(EventFlags::IN))
+                    {
+                        return;
+                    }
                 }
                 Progress::Authenticated { consumed, outcome } => {
                     conn.io.consume(consumed);
@@ -520,18 +527,19 @@ impl EventLoop {
         self.dirty = dirty;
     }
 
-    /// Writes what `slot` has pending and sets its write interest accordingly.
+    /// Writes what `slot` has pending and sets its epoll interest accordingly: write interest
+    /// while bytes are left; while authenticating, no read interest until the replies are out.
     fn flush(&mut self, slot: u32, now: Instant) {
         let Some(conn) = slot_conn(&mut self.slots, slot) else {
             return;
         };
-        let queue = match conn.phase {
-            Phase::Peer(peer) => self.bus.tx_queue(peer),
-            Phase::Auth(_) => None,
+        let (queue, blocked) = match conn.phase {
+            Phase::Peer(peer) => (self.bus.tx_queue(peer), EventFlags::IN | EventFlags::OUT),
+            Phase::Auth(_) => (None, EventFlags::OUT),
         };
         match conn.io.flush(queue) {
             Ok(Flushed::Done) => self.set_interest(slot, EventFlags::IN),
-            Ok(Flushed::Blocked) => self.set_interest(slot, EventFlags::IN | EventFlags::OUT),
+            Ok(Flushed::Blocked) => self.set_interest(slot, blocked),
             Err(e) => self.close(slot, now, Level::Debug, &e),
         }
     }
