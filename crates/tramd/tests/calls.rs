@@ -114,26 +114,59 @@ fn error_replies_are_forwarded() {
 fn calls_to_missing_names_fail_at_once() {
     let bus = TestBus::start();
     let mut a = bus.raw();
-    let missing = call("com.example.Missing", "M", vec![]);
-    let reply = a.call(missing.clone());
+    let reply = a.call(call("com.example.Missing", "M", vec![]));
     reply.expect_error(err::SERVICE_UNKNOWN);
     assert_eq!(reply.sender.as_deref(), Some(BUS));
     assert_eq!(reply.destination.as_deref(), Some(a.unique_name.as_str()));
-    // Not allowed to start anything: the name simply has no owner.
-    a.call(missing.clone().flags(NO_AUTO_START))
-        .expect_error(err::NAME_HAS_NO_OWNER);
     a.call(call(":1.9999", "M", vec![]))
         .expect_error(err::SERVICE_UNKNOWN);
-    // dbus-daemon reports the failure even when the caller said it wants no reply.
-    let serial = a.send(&missing.flags(NO_REPLY_EXPECTED));
-    a.wait_reply(serial).expect_error(err::SERVICE_UNKNOWN);
-    // Unicast signals to a missing name are refused the same way.
-    let serial = a.send(&RawMessage::signal(PATH, IFACE, "S").destination(":1.9999"));
-    a.wait_reply(serial).expect_error(err::SERVICE_UNKNOWN);
-    let serial = a.send(&RawMessage::signal(PATH, IFACE, "S").destination("com.example.Missing"));
-    a.wait_reply(serial).expect_error(err::SERVICE_UNKNOWN);
     a.call_bus("GetNameOwner", vec![Value::str("com.example.Missing")])
         .expect_error(err::NAME_HAS_NO_OWNER);
+}
+
+#[test]
+fn the_missing_destination_error_depends_only_on_no_auto_start() {
+    // dbus-daemon answers any message (call, signal, return, error) to a name nobody owns with
+    // ServiceUnknown, or NameHasNoOwner when NO_AUTO_START is set — whatever the message type.
+    let bus = TestBus::start();
+    let mut a = bus.raw();
+    for dest in ["com.example.Missing", ":1.9999"] {
+        let messages = [
+            ("call", call(dest, "M", vec![])),
+            (
+                "signal",
+                RawMessage::signal(PATH, IFACE, "S").destination(dest),
+            ),
+            ("return", RawMessage::method_return(dest, 5)),
+            ("error", RawMessage::error(dest, 5, "com.example.Error.E")),
+        ];
+        for (kind, m) in messages {
+            for (flags, expected) in [
+                (0, err::SERVICE_UNKNOWN),
+                (NO_AUTO_START, err::NAME_HAS_NO_OWNER),
+            ] {
+                let serial = a.send(&m.clone().flags(flags));
+                let reply = a.wait_reply(serial);
+                assert!(
+                    reply.is_error(expected),
+                    "{kind} to {dest} with flags {flags}: expected {expected}, got {}",
+                    reply.describe()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_destination_is_reported_even_when_no_reply_is_expected() {
+    // As dbus-daemon does: NO_REPLY_EXPECTED does not silence the bus's own error.
+    let bus = TestBus::start();
+    let mut a = bus.raw();
+    let missing = call("com.example.Missing", "M", vec![]);
+    let serial = a.send(&missing.clone().flags(NO_REPLY_EXPECTED));
+    a.wait_reply(serial).expect_error(err::SERVICE_UNKNOWN);
+    let serial = a.send(&missing.flags(NO_REPLY_EXPECTED | NO_AUTO_START));
+    a.wait_reply(serial).expect_error(err::NAME_HAS_NO_OWNER);
 }
 
 #[test]
