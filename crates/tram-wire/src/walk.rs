@@ -283,6 +283,11 @@ impl<'a> Validator<'a> {
                         Some(c) if c == b'v' || signature::is_basic(c) => (self.tables.top, 0),
                         _ => self.signature(start, len, true)?,
                     };
+                    // The containers around this variant, the variant, and the deepest nesting
+                    // its signature allows. Counting the signature rather than the values
+                    // present is stricter than dbus-daemon when the deepest parts are empty
+                    // arrays, never more lenient, so receivers never see a message their
+                    // libraries would refuse.
                     if depth + 1 + inner > MAX_TOTAL_DEPTH {
                         return Err(WireError::BadBody("nested more than 64 containers deep"));
                     }

@@ -1142,6 +1142,32 @@ fn arrays_of_empty_arrays() {
     }
 }
 
+/// Header field values sit inside the field array, its struct and its variant: three levels,
+/// leaving 61 more (as dbus-daemon counts too).
+#[test]
+fn depth_in_header_fields() {
+    for endian in ENDIANS {
+        let fields = |write: fn(&mut BodyWriter)| {
+            raw(
+                endian,
+                1,
+                1,
+                &[F::O(1, "/"), F::S(3, "M"), F::Any(20, "v", write)],
+                &[],
+            )
+        };
+        let ok = fields(|w| nested_variants(w, 61));
+        assert!(parse(&ok).is_ok());
+        let deep = fields(|w| nested_variants(w, 62));
+        assert_eq!(
+            parse(&deep).map(|_| ()),
+            Err(WireError::BadHeaderField(
+                "nested more than 64 containers deep"
+            ))
+        );
+    }
+}
+
 #[test]
 fn header_signature_limits() {
     for endian in ENDIANS {
