@@ -346,6 +346,61 @@ fn big_endian_messages_are_forwarded() {
 }
 
 #[test]
+fn messages_marshalled_by_tram_wire_pass_the_bus() {
+    use common::built::with_args;
+    use tram_wire::MessageBuilder;
+    let bus = TestBus::start();
+    let mut a = bus.raw();
+    let mut b = bus.raw();
+    let mut listener = bus.raw();
+    listener.add_match("type='signal',interface='com.example.Test'");
+    let bn = b.unique_name.clone();
+    let every_type = vec![
+        Value::Byte(0xfe),
+        Value::Bool(true),
+        Value::I16(-2),
+        Value::U16(3),
+        Value::I32(-4),
+        Value::U32(5),
+        Value::I64(-6),
+        Value::U64(7),
+        Value::F64(8.5),
+        Value::str("nine"),
+        Value::path("/ten/eleven"),
+        Value::Sig("a{sv}".into()),
+        Value::Bytes(vec![1, 2, 3]),
+        Value::str_array(&["x", "", "z"]),
+        Value::Array("(yt)".into(), vec![]),
+        Value::Struct(vec![
+            Value::Byte(1),
+            Value::U64(2),
+            Value::Struct(vec![Value::str("n")]),
+        ]),
+        Value::dict_sv(vec![("a", Value::U16(1)), ("b", Value::str_array(&[]))]),
+        Value::variant(Value::variant(Value::I64(-1))),
+    ];
+    for big_endian in [false, true] {
+        let serial = a.next_serial();
+        let call = MessageBuilder::method_call(PATH, Some(IFACE), "Types").destination(&bn);
+        let call = with_args(call, big_endian, &every_type).build(serial);
+        a.write_all(call.as_bytes());
+        let got = b.wait_for(|m| m.mtype == METHOD_CALL);
+        assert_eq!(got.big_endian, big_endian);
+        assert_eq!(got.serial, serial);
+        assert_eq!(got.body, every_type, "big endian: {big_endian}");
+        let reply = MessageBuilder::method_return(serial).destination(&a.unique_name);
+        let reply = with_args(reply, big_endian, &every_type[..3]).build(b.next_serial());
+        b.write_all(reply.as_bytes());
+        assert_eq!(a.wait_reply(serial).ok(), every_type[..3]);
+        let signal = MessageBuilder::signal(PATH, IFACE, "Built");
+        let signal = with_args(signal, big_endian, &every_type[9..]).build(a.next_serial());
+        a.write_all(signal.as_bytes());
+        let got = listener.wait_for(|m| m.member.as_deref() == Some("Built"));
+        assert_eq!(got.body, every_type[9..]);
+    }
+}
+
+#[test]
 fn a_client_can_call_itself() {
     let bus = TestBus::start();
     let mut a = bus.raw();
