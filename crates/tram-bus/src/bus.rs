@@ -2,14 +2,14 @@
 //!
 //! Routing a message from a peer (see the specification's "Message Bus Message Routing"):
 //!
-//! 1. A peer must say Hello first; anything else before it is a protocol violation.
+//! 1. A peer must say Hello first; anything else before it is refused with AccessDenied.
 //! 2. Messages using the reserved `org.freedesktop.DBus.Local` path or interface disconnect their
 //!    sender; messages of unknown type are ignored, as the specification asks.
 //! 3. A message to `org.freedesktop.DBus` goes to the driver (`driver.rs`).
 //! 4. A message with another destination is unicast: the name is resolved (unique name, or the
 //!    primary owner of a well-known name); replies must close an open reply slot
 //!    (`replies.rs`); fds need a receiver that negotiated them. Refusals are answered with an
-//!    error naming why, unless the sender asked for no reply.
+//!    error naming why, even to a sender that asked for no reply (as dbus-daemon does).
 //! 5. A signal without destination is broadcast to every peer with a matching rule, once each.
 //!    A method call without destination is for the bus itself (the specification's example is
 //!    `Peer.Ping`); other messages without destination answer nothing and are dropped.
@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tram_wire::{Message, MessageBuilder, MessageType, Outgoing};
+use tram_wire::{MAX_MESSAGE_LEN, Message, MessageBuilder, MessageType, Outgoing};
 
 use crate::match_rule::{MatchIndex, NameOwners};
 use crate::names::{NameRegistry, OwnerChange};
@@ -50,6 +50,7 @@ pub(crate) mod error {
     pub(crate) const UNKNOWN_PROPERTY: &str = "org.freedesktop.DBus.Error.UnknownProperty";
     pub(crate) const PROPERTY_READ_ONLY: &str = "org.freedesktop.DBus.Error.PropertyReadOnly";
     pub(crate) const MATCH_RULE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.MatchRuleNotFound";
+    pub(crate) const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
     pub(crate) const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
     pub(crate) const UNIX_PROCESS_ID_UNKNOWN: &str =
         "org.freedesktop.DBus.Error.UnixProcessIdUnknown";
@@ -173,7 +174,9 @@ impl Bus {
             if is_hello(&msg) {
                 self.hello(from, &msg);
             } else {
-                self.kick(from, "sent a message before Hello".into());
+                let text = "Client tried to send a message other than Hello without being \
+                            registered";
+                self.refuse(from, &msg, error::ACCESS_DENIED, text);
             }
             return;
         }
@@ -189,10 +192,14 @@ impl Bus {
         }
         match msg.destination() {
             Some(DRIVER_NAME) => {
-                let sender = self.sender_name(from);
-                let out = Arc::new(msg.stamp_sender(&sender));
-                self.eavesdrop(Some(from), &msg, None, &out);
+                // The call takes effect first: an AddMatch that makes its sender an
+                // eavesdropper lets it see that very call, as with dbus-daemon.
                 self.driver_call(now, from, &msg);
+                if self.matches.has_eavesdroppers() {
+                    if let Some(out) = self.stamp(from, &msg) {
+                        self.eavesdrop(Some(from), &msg, None, &out);
+                    }
+                }
             }
             Some(dest) => {
                 let dest = dest.to_owned();
@@ -200,9 +207,9 @@ impl Bus {
             }
             None => match msg.message_type() {
                 MessageType::Signal => {
-                    let sender = self.sender_name(from);
-                    let out = Arc::new(msg.stamp_sender(&sender));
-                    self.broadcast(Some(from), &msg, &out);
+                    if let Some(out) = self.stamp(from, &msg) {
+                        self.broadcast(Some(from), &msg, &out);
+                    }
                 }
                 MethodCall => self.undirected_call(from, &msg),
                 // Only signals are broadcast; a reply without destination answers nothing.
@@ -270,7 +277,8 @@ impl Bus {
 
     fn unicast(&mut self, from: PeerId, dest: &str, msg: Message) {
         let Some(to) = self.resolve(dest) else {
-            if msg.message_type() == MethodCall && !msg.flags().no_auto_start() {
+            // As dbus-daemon: the auto-start flag alone decides, whatever the message type.
+            if !msg.flags().no_auto_start() {
                 let text = format!("The name {dest} was not provided by any .service files");
                 self.refuse(from, &msg, error::SERVICE_UNKNOWN, &text);
             } else {
@@ -288,6 +296,9 @@ impl Bus {
             self.refuse(from, &msg, error::NOT_SUPPORTED, text);
             return;
         }
+        let Some(out) = self.stamp(from, &msg) else {
+            return;
+        };
         match msg.message_type() {
             MethodReturn | MessageType::Error => {
                 let reply_serial = msg.reply_serial().unwrap_or(0);
@@ -304,10 +315,25 @@ impl Bus {
             MethodCall if msg.expects_reply() => self.replies.expect(from, msg.serial(), to),
             _ => {}
         }
-        let sender = self.sender_name(from);
-        let out = Arc::new(msg.stamp_sender(&sender));
         self.push(to, out.clone());
         self.eavesdrop(Some(from), &msg, Some(to), &out);
+    }
+
+    /// The forwarded form of `msg`: SENDER stamped with `from`'s unique name. A message that
+    /// the stamp would take past the 128 MiB limit is refused instead.
+    fn stamp(&mut self, from: PeerId, msg: &Message) -> Option<Arc<Outgoing>> {
+        let sender = self.sender_name(from);
+        let out = msg.stamp_sender(&sender);
+        if out.len() > MAX_MESSAGE_LEN {
+            let text = format!(
+                "Message of {} bytes exceeds the {MAX_MESSAGE_LEN}-byte limit once the bus adds \
+                 its sender",
+                out.len()
+            );
+            self.refuse(from, msg, error::LIMITS_EXCEEDED, &text);
+            return None;
+        }
+        Some(Arc::new(out))
     }
 
     /// Queues `out` (the forwarded form of `msg`) for every peer whose rules match it.
@@ -357,11 +383,9 @@ impl Bus {
 
     // --- the bus's own messages ----------------------------------------------------------------
 
-    /// Answers `msg` from `to` with an error, unless it asked for no reply.
+    /// Answers `msg` from `to` with an error. As dbus-daemon does, the bus tells the sender why
+    /// its message went nowhere even when it asked for no reply: nothing else would.
     pub(crate) fn refuse(&mut self, to: PeerId, msg: &Message, name: &str, text: &str) {
-        if msg.flags().no_reply_expected() {
-            return;
-        }
         let mut reply = MessageBuilder::error(msg.serial(), name);
         if let Some(unique) = self.peers.get(to).and_then(|p| p.unique.as_deref()) {
             reply = reply.destination(unique);

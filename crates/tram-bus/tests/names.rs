@@ -34,12 +34,17 @@ fn hello_reply_comes_before_name_acquired() {
 }
 
 #[test]
-fn anything_before_hello_disconnects() {
+fn anything_before_hello_is_refused() {
     let mut h = Harness::new();
     let id = h.connect();
-    h.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "ListNames"));
-    assert_eq!(h.disconnected.len(), 1);
-    assert_eq!(h.disconnected[0].0, id);
+    let s = h.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "ListNames"));
+    assert_eq!(
+        error_of(&h.reply_to(id, s)),
+        "org.freedesktop.DBus.Error.AccessDenied"
+    );
+    assert!(h.disconnected.is_empty());
+    let s = h.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "Hello"));
+    assert_eq!(h.reply_to(id, s).signature(), "s");
 }
 
 #[test]

@@ -73,12 +73,25 @@ fn unowned_destinations_are_answered_at_once() {
         error_of(&h.reply_to(a, s)),
         "org.freedesktop.DBus.Error.ServiceUnknown"
     );
-    // No reply wanted: no error either.
-    h.send(
+    // Even with no reply wanted, the sender learns why its message went nowhere.
+    let no_reply = Flags(Flags::NO_REPLY_EXPECTED);
+    let s = h.send(
         a,
-        call("org.example.Nobody", "/", None, "Do").flags(Flags(Flags::NO_REPLY_EXPECTED)),
+        call("org.example.Nobody", "/", None, "Do").flags(no_reply),
     );
-    assert!(h.take(a).is_empty());
+    assert_eq!(
+        error_of(&h.reply_to(a, s)),
+        "org.freedesktop.DBus.Error.ServiceUnknown"
+    );
+    // The auto-start flag alone picks the error, whatever the message type.
+    let s = h.send(
+        a,
+        signal("/", "org.example.I", "S").destination("org.example.Nobody"),
+    );
+    assert_eq!(
+        error_of(&h.reply_to(a, s)),
+        "org.freedesktop.DBus.Error.ServiceUnknown"
+    );
 }
 
 #[test]
