@@ -2,7 +2,8 @@
 //!
 //! Routing a message from a peer (see the specification's "Message Bus Message Routing"):
 //!
-//! 1. A peer must say Hello first; anything else before it is refused with AccessDenied.
+//! 1. A peer must say Hello first: other driver calls before it are refused with AccessDenied,
+//!    and any message for someone else disconnects the peer (as with dbus-daemon).
 //! 2. Messages using the reserved `org.freedesktop.DBus.Local` path or interface disconnect their
 //!    sender; messages of unknown type are ignored, as the specification asks.
 //! 3. A message to `org.freedesktop.DBus` goes to the driver (`driver.rs`).
@@ -17,7 +18,7 @@
 //! Every forwarded message is stamped with its sender's unique name once, and the same buffer is
 //! queued for every receiver.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,6 +97,8 @@ pub struct Bus {
     pub(crate) peers: Peers,
     pub(crate) names: NameRegistry,
     pub(crate) matches: MatchIndex,
+    /// What UpdateActivationEnvironment set, for the services the bus will start.
+    pub(crate) activation_env: BTreeMap<String, String>,
     replies: Replies,
     actions: VecDeque<Action>,
     dirty: Vec<PeerId>,
@@ -143,6 +146,7 @@ impl Bus {
             peers: Peers::default(),
             names: NameRegistry::default(),
             matches: MatchIndex::default(),
+            activation_env: BTreeMap::new(),
             replies: Replies::default(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
@@ -173,6 +177,8 @@ impl Bus {
         if peer.unique.is_none() {
             if is_hello(&msg) {
                 self.hello(from, &msg);
+            } else if msg.destination() != Some(DRIVER_NAME) {
+                self.kick(from, "sent a message to a peer before Hello".into());
             } else {
                 let text = "Client tried to send a message other than Hello without being \
                             registered";
@@ -254,6 +260,11 @@ impl Bus {
     /// `peer`'s unique name, for logs.
     pub fn unique_name(&self, peer: PeerId) -> Option<&str> {
         self.peers.get(peer).and_then(|p| p.unique.as_deref())
+    }
+
+    /// The environment UpdateActivationEnvironment built up, for starting services.
+    pub fn activation_environment(&self) -> &BTreeMap<String, String> {
+        &self.activation_env
     }
 
     /// How many peers are connected.

@@ -226,16 +226,28 @@ impl Bus {
                 let name = arg_str(&mut args)?;
                 Err(service_unknown(name))
             }
-            (DRIVER_INTERFACE, "UpdateActivationEnvironment") => Err((
-                error::NOT_SUPPORTED,
-                "This bus does not support service activation yet, so it keeps no activation \
-                 environment"
-                    .into(),
-            )),
-            (DRIVER_INTERFACE, "ReloadConfig") => Err((
-                error::NOT_SUPPORTED,
-                "This bus runs on its built-in configuration and cannot reload it yet".into(),
-            )),
+            (DRIVER_INTERFACE, "UpdateActivationEnvironment") => {
+                if msg.path() != Some(DRIVER_PATH) {
+                    let text = "Cannot call UpdateActivationEnvironment at a non-canonical path";
+                    return Err((error::ACCESS_DENIED, text.into()));
+                }
+                if self.config.bus_type == "system" {
+                    let text = "Cannot change activation environment on a system bus.";
+                    return Err((error::ACCESS_DENIED, text.into()));
+                }
+                let uid = self.peers.get(from).map(|p| p.creds.uid);
+                if uid != Some(0) && uid != Some(self.config.bus_uid) {
+                    let text = "Only the bus's own user may change its activation environment";
+                    return Err((error::ACCESS_DENIED, text.into()));
+                }
+                let vars = args.read_str_dict().map_err(bad_args)?;
+                for (key, value) in vars {
+                    self.activation_env.insert(key.to_owned(), value.to_owned());
+                }
+                empty
+            }
+            // Built-in defaults are all this bus reads so far: reloading them changes nothing.
+            (DRIVER_INTERFACE, "ReloadConfig") => empty,
             (DRIVER_INTERFACE, "NameHasOwner") => {
                 let name = arg_str(&mut args)?;
                 let owned = name == DRIVER_NAME || self.resolve(name).is_some();

@@ -45,6 +45,11 @@ fn anything_before_hello_is_refused() {
     assert!(h.disconnected.is_empty());
     let s = h.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "Hello"));
     assert_eq!(h.reply_to(id, s).signature(), "s");
+    // A message for anyone else before Hello is a protocol violation.
+    let early = h.connect();
+    h.send(early, signal("/a", "org.example.I", "S"));
+    assert_eq!(h.disconnected.len(), 1);
+    assert_eq!(h.disconnected[0].0, early);
 }
 
 #[test]
