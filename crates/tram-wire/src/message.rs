@@ -1,5 +1,6 @@
 //! One validated message, and the rewritten form the bus forwards.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -223,12 +224,38 @@ impl Message {
     ) -> Result<Message, WireError> {
         let received = check_fd_count.then_some(fds.len());
         let h = validate(&data, received)?;
+        Ok(Message::from_validated(data, fds, h))
+    }
+
+    /// [`Message::parse`] for a message read from a stream, whose fds arrived in `queue` (in the
+    /// order the connection received them): the message takes the first UNIX_FDS of them.
+    ///
+    /// # Errors
+    /// As [`Message::parse`]; [`WireError::FdCountMismatch`] when fewer fds are queued than
+    /// the message declares.
+    pub fn parse_from_queue(
+        data: Arc<[u8]>,
+        queue: &mut VecDeque<OwnedFd>,
+    ) -> Result<Message, WireError> {
+        let h = validate(&data, None)?;
+        let declared = h.unix_fds;
+        if declared as usize > queue.len() {
+            return Err(WireError::FdCountMismatch {
+                declared,
+                received: queue.len(),
+            });
+        }
+        let fds = queue.drain(..declared as usize).collect();
+        Ok(Message::from_validated(data, fds, h))
+    }
+
+    fn from_validated(data: Arc<[u8]>, fds: Vec<OwnedFd>, h: Header) -> Message {
         let fds = if fds.is_empty() {
             no_fds()
         } else {
             Arc::from(fds)
         };
-        Ok(Message {
+        Message {
             data,
             fds,
             endian: h.endian,
@@ -245,7 +272,7 @@ impl Message {
             signature: h.signature,
             unix_fds: h.unix_fds,
             body_start: h.body_start,
-        })
+        }
     }
 
     /// Byte order.

@@ -102,13 +102,6 @@ pub(crate) enum ConnError {
     TooManyFds,
     /// The kernel truncated the control data (fds were lost).
     ControlTruncated,
-    /// A message declared more fds than arrived.
-    MissingFds {
-        /// What the message declared.
-        declared: u32,
-        /// What was queued.
-        queued: usize,
-    },
 }
 
 impl fmt::Display for ConnError {
@@ -126,10 +119,6 @@ impl fmt::Display for ConnError {
                 )
             }
             ConnError::ControlTruncated => f.write_str("control data truncated, fds lost"),
-            ConnError::MissingFds { declared, queued } => write!(
-                f,
-                "message declares {declared} file descriptors but {queued} arrived"
-            ),
         }
     }
 }
@@ -436,25 +425,7 @@ fn message_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
 /// Copies one frame into its own buffer and validates it with the fds it declares.
 fn build_message(frame: &[u8], fds: &mut VecDeque<OwnedFd>) -> Result<Message, ConnError> {
     let data: Arc<[u8]> = Arc::from(frame);
-    if fds.is_empty() {
-        return Ok(Message::parse(data, Vec::new())?);
-    }
-    // The UNIX_FDS header field says how many of the queued fds are this message's; the
-    // validator reports it when the count it was given differs.
-    match Message::parse(Arc::clone(&data), Vec::new()) {
-        Err(WireError::FdCountMismatch { declared, .. }) => {
-            let n = declared as usize;
-            if n > fds.len() {
-                return Err(ConnError::MissingFds {
-                    declared,
-                    queued: fds.len(),
-                });
-            }
-            let taken: Vec<OwnedFd> = fds.drain(..n).collect();
-            Ok(Message::parse(data, taken)?)
-        }
-        other => Ok(other?),
-    }
+    Ok(Message::parse_from_queue(data, fds)?)
 }
 
 fn received(n: Option<usize>, full: bool) -> Received {

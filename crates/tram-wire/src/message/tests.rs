@@ -1574,3 +1574,38 @@ fn mutations_never_panic() {
     // Some mutations (in string text, in numbers) leave the message valid.
     assert!(accepted > 100, "only {accepted} mutants were valid");
 }
+
+#[test]
+fn parse_from_queue_takes_exactly_the_declared_fds() {
+    use std::collections::VecDeque;
+    let bytes = MessageBuilder::method_call("/", None, "M")
+        .destination("org.example.A")
+        .unix_fds(2)
+        .body("hh", |w| {
+            w.unix_fd(0);
+            w.unix_fd(1);
+        })
+        .build_with_fds(1, pipe_fds(2));
+    let data: Arc<[u8]> = Arc::from(bytes.as_bytes());
+    let mut queue: VecDeque<OwnedFd> = pipe_fds(3).into();
+    let msg = Message::parse_from_queue(data.clone(), &mut queue).expect("valid");
+    assert_eq!(msg.fds().len(), 2);
+    assert_eq!(queue.len(), 1, "the next message's fd stays queued");
+    assert_eq!(
+        Message::parse_from_queue(data, &mut queue).unwrap_err(),
+        WireError::FdCountMismatch {
+            declared: 2,
+            received: 1
+        }
+    );
+    assert_eq!(queue.len(), 1, "nothing is taken from a short queue");
+}
+
+fn pipe_fds(n: usize) -> Vec<OwnedFd> {
+    (0..n)
+        .map(|_| {
+            let (r, _w) = std::io::pipe().expect("pipe");
+            OwnedFd::from(r)
+        })
+        .collect()
+}
