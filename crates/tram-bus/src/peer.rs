@@ -22,6 +22,12 @@ impl PeerId {
     pub fn index(self) -> u32 {
         self.index
     }
+
+    /// The peer in slab slot `index`, generation 0, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(index: u32) -> PeerId {
+        PeerId { index, generation: 0 }
+    }
 }
 
 /// What the kernel told us about the process on the other end, at connect time.
