@@ -177,10 +177,7 @@ mod tests {
     use super::*;
 
     fn peer(index: u32) -> PeerId {
-        PeerId {
-            index,
-            generation: 0,
-        }
+        PeerId::for_test(index)
     }
 
     fn change(name: &str, old: Option<u32>, new: Option<u32>) -> Option<OwnerChange> {

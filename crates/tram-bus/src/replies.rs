@@ -58,10 +58,7 @@ mod tests {
     use super::*;
 
     fn peer(index: u32) -> PeerId {
-        PeerId {
-            index,
-            generation: 0,
-        }
+        PeerId::for_test(index)
     }
 
     #[test]

@@ -7,10 +7,7 @@ use crate::PeerId;
 
 /// The peer in slab slot `index`.
 pub(super) fn peer(index: u32) -> PeerId {
-    PeerId {
-        index,
-        generation: 0,
-    }
+    PeerId::for_test(index)
 }
 
 /// A fixed name registry: `(name, primary owner)` pairs, unique names included.
