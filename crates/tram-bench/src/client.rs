@@ -2,11 +2,30 @@
 //! so the client spends its time in `read`/`write`, not in a client library.
 
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tram_wire::{BodyReader, Message, MessageBuilder, frame_len};
+
+/// The bus driver's name.
+pub(crate) const DRIVER: &str = "org.freedesktop.DBus";
+
+/// Message type codes on the wire.
+pub(crate) const METHOD_CALL: u8 = 1;
+/// A method return.
+pub(crate) const METHOD_RETURN: u8 = 2;
+/// An error reply.
+pub(crate) const ERROR: u8 = 3;
+/// A signal.
+pub(crate) const SIGNAL: u8 = 4;
+
+/// How long any single read may block before the workload is declared stuck.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The receive buffer a connection starts with; it grows for larger messages.
+const INITIAL_BUFFER: usize = 64 * 1024;
 
 /// One authenticated connection that said Hello.
 pub(crate) struct Client {
@@ -23,16 +42,16 @@ impl Client {
     /// Connects to a `unix:path=` or `unix:abstract=` address, authenticates and says Hello.
     pub(crate) fn connect(address: &str) -> io::Result<Client> {
         let stream = connect_address(address)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let mut c = Client {
             stream,
-            rx: vec![0; 1 << 20],
+            rx: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
             serial: 0,
             name: String::new(),
         };
-        let uid = rustix_uid();
+        let uid = rustix::process::geteuid().as_raw();
         let hex: String = uid
             .to_string()
             .bytes()
@@ -50,18 +69,18 @@ impl Client {
         let reply = c.call(hello)?;
         c.name = BodyReader::new(&reply)
             .read_str()
-            .map_err(|e| io::Error::other(e.to_string()))?
+            .map_err(|e| io::Error::other(format!("Hello reply: {e}")))?
             .to_owned();
         Ok(c)
     }
 
     /// The next serial.
     pub(crate) fn next_serial(&mut self) -> u32 {
-        self.serial += 1;
+        self.serial = self.serial.wrapping_add(1).max(1);
         self.serial
     }
 
-    /// Sends `msg` and waits for its reply, skipping anything else.
+    /// Sends `msg` and waits for its reply, skipping anything else; an error reply is an error.
     pub(crate) fn call(&mut self, msg: MessageBuilder) -> io::Result<Message> {
         let serial = self.next_serial();
         let msg = msg.build(serial);
@@ -69,6 +88,9 @@ impl Client {
         loop {
             let m = self.read_message()?;
             if m.reply_serial() == Some(serial) {
+                if let Some(e) = m.error_name() {
+                    return Err(io::Error::other(format!("error reply: {e}")));
+                }
                 return Ok(m);
             }
         }
@@ -82,29 +104,42 @@ impl Client {
     /// Reads one whole message (validated).
     pub(crate) fn read_message(&mut self) -> io::Result<Message> {
         let len = self.next_frame()?;
-        let bytes: Arc<[u8]> = Arc::from(&self.rx[self.start..self.start + len]);
+        let frame = self
+            .rx
+            .get(self.start..self.start + len)
+            .ok_or_else(|| io::Error::other("frame outside the buffer"))?;
+        let bytes: Arc<[u8]> = Arc::from(frame);
         self.start += len;
         Message::parse(bytes, Vec::new()).map_err(|e| io::Error::other(e.to_string()))
     }
 
     /// Reads one whole message and returns its bytes without validating them (the hot path of
     /// the benchmark clients), valid until the next read.
-    pub(crate) fn read_raw(&mut self) -> io::Result<&[u8]> {
+    pub(crate) fn read_raw(&mut self) -> io::Result<Raw<'_>> {
         let len = self.next_frame()?;
         let at = self.start;
         self.start += len;
-        Ok(&self.rx[at..at + len])
+        self.rx
+            .get(at..at + len)
+            .map(Raw)
+            .ok_or_else(|| io::Error::other("frame outside the buffer"))
     }
 
     /// Whether a whole message is already buffered (so a read would not block).
     pub(crate) fn has_buffered_message(&self) -> bool {
-        let avail = &self.rx[self.start..self.end];
+        let avail = self.rx.get(self.start..self.end).unwrap_or_default();
         matches!(frame_len(avail), Ok(Some(len)) if avail.len() >= len)
+    }
+
+    /// A handle that can shut the connection down from another thread, which makes a reader
+    /// blocked on it return end-of-file.
+    pub(crate) fn closer(&self) -> io::Result<Closer> {
+        Ok(Closer(self.stream.try_clone()?))
     }
 
     fn next_frame(&mut self) -> io::Result<usize> {
         loop {
-            let avail = &self.rx[self.start..self.end];
+            let avail = self.rx.get(self.start..self.end).unwrap_or_default();
             if let Some(len) = frame_len(avail).map_err(|e| io::Error::other(e.to_string()))? {
                 if avail.len() >= len {
                     return Ok(len);
@@ -127,11 +162,12 @@ impl Client {
             let n = self.rx.len();
             self.rx.resize(n * 2, 0);
         }
-        let n = self.stream.read(&mut self.rx[self.end..])?;
+        let room = self.rx.get_mut(self.end..).unwrap_or_default();
+        let n = self.stream.read(room)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "bus closed the connection",
+                "the bus closed the connection",
             ));
         }
         self.end += n;
@@ -145,17 +181,49 @@ impl Client {
             if self.stream.read(&mut byte)? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "closed during auth",
+                    "the bus closed the connection during authentication",
                 ));
             }
-            line.push(byte[0]);
+            line.extend_from_slice(&byte);
         }
         Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
     }
 }
 
-/// The bus driver's name.
-pub(crate) const DRIVER: &str = "org.freedesktop.DBus";
+/// Shuts a [`Client`]'s connection down from another thread.
+pub(crate) struct Closer(UnixStream);
+
+impl Closer {
+    /// Shuts both directions down; a thread blocked reading the connection sees end-of-file.
+    pub(crate) fn close(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// The bytes of one framed message as the bus sent them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Raw<'a>(&'a [u8]);
+
+impl Raw<'_> {
+    /// The message type code.
+    pub(crate) fn kind(self) -> u8 {
+        self.0.get(1).copied().unwrap_or(0)
+    }
+
+    /// The serial, in the message's own byte order.
+    pub(crate) fn serial(self) -> u32 {
+        let b: [u8; 4] = self
+            .0
+            .get(8..12)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or_default();
+        if self.0.first() == Some(&b'B') {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+}
 
 /// A message built once whose serial (and reply serial) can be rewritten in place.
 pub(crate) struct Template {
@@ -167,7 +235,10 @@ pub(crate) struct Template {
 const MARK: u32 = 0x5a5a_a5a5;
 
 impl Template {
-    /// A template from a builder. For replies, build with `reply_serial` = [`Template::MARK`].
+    /// The placeholder to build replies with: `MessageBuilder::method_return(Template::MARK)`.
+    pub(crate) const MARK: u32 = MARK;
+
+    /// A template from a builder (built in native byte order, like every benchmark message).
     pub(crate) fn new(msg: MessageBuilder) -> Template {
         let bytes = msg.build(1).as_bytes().to_vec();
         let mark = MARK.to_ne_bytes();
@@ -178,27 +249,19 @@ impl Template {
         }
     }
 
-    /// The placeholder to build replies with.
-    pub(crate) const MARK: u32 = MARK;
-
     /// The message with `serial` (and `reply_serial`, for replies).
     pub(crate) fn stamp(&mut self, serial: u32, reply_serial: u32) -> &[u8] {
-        self.bytes[8..12].copy_from_slice(&serial.to_ne_bytes());
-        if let Some(at) = self.reply_serial_at {
-            self.bytes[at..at + 4].copy_from_slice(&reply_serial.to_ne_bytes());
+        if let Some(s) = self.bytes.get_mut(8..12) {
+            s.copy_from_slice(&serial.to_ne_bytes());
+        }
+        if let Some(s) = self
+            .reply_serial_at
+            .and_then(|at| self.bytes.get_mut(at..at + 4))
+        {
+            s.copy_from_slice(&reply_serial.to_ne_bytes());
         }
         &self.bytes
     }
-}
-
-/// The serial of a raw message in native byte order (the benchmark only sends native order).
-pub(crate) fn raw_serial(bytes: &[u8]) -> u32 {
-    u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]])
-}
-
-/// The message type byte of a raw message.
-pub(crate) fn raw_type(bytes: &[u8]) -> u8 {
-    bytes[1]
 }
 
 fn connect_address(address: &str) -> io::Result<UnixStream> {
@@ -208,7 +271,8 @@ fn connect_address(address: &str) -> io::Result<UnixStream> {
         .ok_or_else(|| io::Error::other(format!("unsupported address {address}")))?;
     for kv in params.split(',') {
         if let Some(path) = kv.strip_prefix("path=") {
-            return UnixStream::connect(unescape(path));
+            use std::os::unix::ffi::OsStrExt;
+            return UnixStream::connect(std::ffi::OsStr::from_bytes(&unescape(path)));
         }
         if let Some(name) = kv.strip_prefix("abstract=") {
             use std::os::linux::net::SocketAddrExt;
@@ -219,32 +283,66 @@ fn connect_address(address: &str) -> io::Result<UnixStream> {
     Err(io::Error::other(format!("no path in {address}")))
 }
 
-fn unescape(s: &str) -> String {
+/// Undoes the `%xx` escaping of D-Bus address values.
+fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail
+                .get(..2)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
                 out.push(v);
-                i += 3;
+                rest = tail.get(2..).unwrap_or_default();
                 continue;
             }
         }
-        out.push(b[i]);
-        i += 1;
+        out.push(b);
+        rest = tail;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-fn rustix_uid() -> u32 {
-    // The effective uid, from /proc, to avoid a libc dependency in the benchmark.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_unescaping() {
+        let cases: &[(&str, &[u8])] = &[
+            ("/tmp/bus", b"/tmp/bus"),
+            ("/tmp/a%20b", b"/tmp/a b"),
+            ("%2ftmp%2Fx", b"/tmp/x"),
+            ("50%", b"50%"),
+            ("%zz", b"%zz"),
+            ("%4", b"%4"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(unescape(input), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn templates_are_stamped_in_place() {
+        let mut t =
+            Template::new(MessageBuilder::method_return(Template::MARK).destination(":1.7"));
+        let bytes = t.stamp(42, 41).to_vec();
+        let m = Message::parse(Arc::from(bytes.as_slice()), Vec::new()).unwrap();
+        assert_eq!(m.serial(), 42);
+        assert_eq!(m.reply_serial(), Some(41));
+        let raw = Raw(&bytes);
+        assert_eq!(raw.kind(), METHOD_RETURN);
+        assert_eq!(raw.serial(), 42);
+    }
+
+    #[test]
+    fn raw_reads_both_byte_orders() {
+        let little = [b'l', SIGNAL, 0, 1, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        let big = [b'B', ERROR, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0];
+        assert_eq!((Raw(&little).kind(), Raw(&little).serial()), (SIGNAL, 7));
+        assert_eq!((Raw(&big).kind(), Raw(&big).serial()), (ERROR, 7));
+        assert_eq!((Raw(&[]).kind(), Raw(&[]).serial()), (0, 0));
+    }
 }

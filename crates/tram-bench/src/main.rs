@@ -1,146 +1,268 @@
 //! tram-bench: the same workloads against tramd and the other buses present, in one run.
 //!
-//! Usage: `tram-bench [--quick] [--bus NAME]... [--json FILE]`
-//!
-//! Each bus is started fresh for each workload on a socket in a temporary directory. Workloads
-//! drive it with raw-socket clients (see `client.rs`). Besides throughput, the bus process's own
-//! CPU time per message is read from `/proc/PID/task/*/schedstat`, which is far steadier than
-//! wall-clock figures on a small, noisy machine. The table ends with each figure as a ratio to
-//! tramd's.
+//! Each bus — tramd, dbus-daemon, dbus-broker (through its launcher) and busd, whichever are
+//! installed — is started fresh for each run of each workload on a socket in a private
+//! directory, and driven by raw-socket clients (see `client.rs`). Besides wall-clock figures,
+//! the bus process's own CPU time per message is read from `/proc/PID/task/*/schedstat`, which is
+//! far steadier than throughput on a small, noisy machine. Runs are repeated with the buses
+//! interleaved and the median is reported, with each figure's ratio to tramd's. `docs/
+//! PERFORMANCE.md` describes the method.
 
 mod buses;
+mod callgrind;
 mod client;
+mod report;
 mod workloads;
 
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use buses::BusKind;
-use workloads::{Outcome, Workload};
+use buses::{BusKind, Setup};
+use report::{Context, Report};
+use workloads::{Params, Workload};
+
+const USAGE: &str = "\
+usage: tram-bench [OPTIONS]
+
+Runs every workload against tramd and the peers installed (dbus-daemon, dbus-broker, busd),
+each bus fresh per run, and prints absolute figures and ratios to tramd (above 1: tramd ahead).
+
+options:
+  --quick            smoke test: every workload briefly, exit status says whether all worked
+  --bus NAME         only this bus (repeatable): tramd, dbus-daemon, dbus-broker, busd
+  --workload NAME    only this workload (repeatable): round-trip, pipelined, large, broadcast,
+                     broadcast-rules, idle, connect, startup
+  --json FILE        also write the results as JSON
+  --svg FILE         also write a bar chart of the ratios as SVG
+  --callgrind        instead, count instructions per forwarded message under valgrind
+  -h, --help         this text
+
+environment: TRAMD (tramd binary; default: beside tram-bench), BUSD (busd binary; default:
+PATH, then /opt/busd/bin/busd)";
 
 fn main() -> ExitCode {
-    let mut quick = false;
-    let mut only: Vec<String> = Vec::new();
-    let mut json: Option<String> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--bus" => only.extend(args.next()),
-            "--json" => json = args.next(),
-            "--help" | "-h" => {
-                println!("usage: tram-bench [--quick] [--bus tramd|dbus-daemon]... [--json FILE]");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("tram-bench: unknown argument {other}");
-                return ExitCode::from(2);
-            }
+    let opts = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
         }
-    }
-    let buses: Vec<BusKind> = BusKind::ALL
-        .iter()
-        .copied()
-        .filter(|b| only.is_empty() || only.iter().any(|o| o == b.name()))
-        .filter(|b| {
-            let ok = b.available();
-            if !ok {
-                eprintln!("tram-bench: {} not found, skipped", b.name());
-            }
-            ok
-        })
-        .collect();
+        Err(e) => {
+            eprintln!("tram-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let setup = Setup::new(&opts.buses);
+    let buses = setup.buses();
     if buses.is_empty() {
         eprintln!("tram-bench: no bus to measure");
         return ExitCode::FAILURE;
     }
-    let mut results: Vec<(Workload, BusKind, Outcome)> = Vec::new();
-    let mut failed = false;
-    for &w in Workload::ALL {
-        // Interleave the buses within each workload so drift in the machine hits all alike.
-        for &b in &buses {
-            match workloads::run(w, b, quick) {
-                Ok(o) => results.push((w, b, o)),
-                Err(e) => {
-                    eprintln!("tram-bench: {} on {}: {e}", w.name(), b.name());
-                    failed = true;
-                }
+    if opts.callgrind {
+        return run_callgrind(&setup, &buses, opts.quick);
+    }
+    let report = run_workloads(&setup, &buses, &opts);
+    print!("{}", report.table());
+    let mut ok = report.failures.is_empty();
+    for (path, text) in [(&opts.json, report.json()), (&opts.svg, report.svg())] {
+        if let Some(path) = path {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("tram-bench: writing {path}: {e}");
+                ok = false;
             }
         }
     }
-    print_table(&results, &buses);
-    if let Some(path) = json {
-        if let Err(e) = std::fs::write(&path, to_json(&results)) {
-            eprintln!("tram-bench: writing {path}: {e}");
-            failed = true;
+    if opts.quick {
+        let problems = report.problems();
+        for p in &problems {
+            eprintln!("tram-bench: smoke test: {p}");
         }
+        ok &= problems.is_empty();
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
+    if ok {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
-fn print_table(results: &[(Workload, BusKind, Outcome)], buses: &[BusKind]) {
-    println!(
-        "{:<28} {:<12} {:>14} {:>12} {:>14} {:>9}",
-        "workload", "bus", "figure", "unit", "bus CPU/msg", "vs tramd"
-    );
-    for &w in Workload::ALL {
-        let base = results
-            .iter()
-            .find(|(rw, b, _)| *rw == w && *b == BusKind::Tramd)
-            .map(|r| r.2.value);
-        for &b in buses {
-            let Some((_, _, o)) = results.iter().find(|(rw, rb, _)| *rw == w && *rb == b) else {
-                continue;
-            };
-            let ratio = match base {
-                Some(t) if t > 0.0 && o.value > 0.0 => {
-                    // Ratios read "how much better tramd is": >1 means tramd wins.
-                    let r = if w.higher_is_better() {
-                        t / o.value
-                    } else {
-                        o.value / t
-                    };
-                    format!("{r:.2}x")
+/// The command line.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    quick: bool,
+    buses: Vec<BusKind>,
+    workloads: Vec<Workload>,
+    json: Option<String>,
+    svg: Option<String>,
+    callgrind: bool,
+}
+
+impl Options {
+    /// The options, or `None` when help was asked for.
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+        let mut o = Options::default();
+        let mut args = args.into_iter();
+        while let Some(a) = args.next() {
+            let mut value = |what: &str| args.next().ok_or(format!("{a} needs {what}"));
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--callgrind" => o.callgrind = true,
+                "--bus" => {
+                    let v = value("a bus name")?;
+                    o.buses
+                        .push(BusKind::from_name(&v).ok_or(format!("unknown bus {v}"))?);
                 }
-                _ => "-".into(),
-            };
-            let cpu = o
-                .cpu_ns_per_msg
-                .map(|c| format!("{:.2} us", c / 1000.0))
-                .unwrap_or("-".into());
-            println!(
-                "{:<28} {:<12} {:>14.1} {:>12} {:>14} {:>9}",
-                w.name(),
-                b.name(),
-                o.value,
-                w.unit(),
-                cpu,
-                ratio
-            );
-            if let Some(extra) = &o.extra {
-                println!("{:<28} {:<12} {extra}", "", "");
+                "--workload" => {
+                    let v = value("a workload name")?;
+                    o.workloads
+                        .push(Workload::from_name(&v).ok_or(format!("unknown workload {v}"))?);
+                }
+                "--json" => o.json = Some(value("a file name")?),
+                "--svg" => o.svg = Some(value("a file name")?),
+                "--help" | "-h" => return Ok(None),
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        if o.buses.is_empty() {
+            o.buses = BusKind::ALL.to_vec();
+        }
+        o.buses.sort_unstable();
+        o.buses.dedup();
+        if o.workloads.is_empty() {
+            o.workloads = Workload::ALL.to_vec();
+        }
+        o.workloads.sort_unstable();
+        o.workloads.dedup();
+        Ok(Some(o))
+    }
+}
+
+/// Runs the workloads, each bus in turn within each round so that drift in the machine's load
+/// hits all of them alike; the bus that goes first rotates from round to round.
+fn run_workloads(setup: &Setup, buses: &[BusKind], opts: &Options) -> Report {
+    let params = if opts.quick {
+        Params::QUICK
+    } else {
+        Params::FULL
+    };
+    let mut report = Report::new(
+        buses.to_vec(),
+        Context {
+            load_before: buses::load_average(),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            started_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            rounds: params.rounds,
+            run_seconds: params.run_time.as_secs_f64(),
+            quick: opts.quick,
+            load_after: None,
+        },
+    );
+    for &b in buses {
+        if let Some(v) = setup.version(b) {
+            report.versions.insert(b, v);
+        }
+    }
+    for &w in &opts.workloads {
+        let rounds = params.rounds(w);
+        eprintln!("tram-bench: {} ({rounds} runs per bus)", w.name());
+        for round in 0..rounds {
+            for i in 0..buses.len() {
+                let Some(&b) = buses.get((i + round) % buses.len()) else {
+                    continue;
+                };
+                match w.run(setup, b, &params) {
+                    Ok(figures) => report.add(b, &figures),
+                    Err(e) => {
+                        let f = format!("{} on {} (run {}): {e}", w.name(), b.name(), round + 1);
+                        eprintln!("tram-bench: {f}");
+                        report.failures.push(f);
+                    }
+                }
             }
         }
     }
-    println!("(vs tramd: tramd's advantage; above 1.00x tramd is ahead)");
+    report.context.load_after = buses::load_average();
+    report
 }
 
-fn to_json(results: &[(Workload, BusKind, Outcome)]) -> String {
-    let rows: Vec<String> = results
-        .iter()
-        .map(|(w, b, o)| {
-            format!(
-                "  {{\"workload\": \"{}\", \"bus\": \"{}\", \"value\": {:.3}, \"unit\": \"{}\", \"cpu_ns_per_msg\": {}}}",
-                w.name(),
-                b.name(),
-                o.value,
-                w.unit(),
-                o.cpu_ns_per_msg.map(|c| format!("{c:.1}")).unwrap_or("null".into())
-            )
-        })
-        .collect();
-    format!("[\n{}\n]\n", rows.join(",\n"))
+/// The callgrind mode: instructions per forwarded message for each bus started directly.
+fn run_callgrind(setup: &Setup, buses: &[BusKind], quick: bool) -> ExitCode {
+    let mut ok = true;
+    let mut results = Vec::new();
+    for &b in buses.iter().filter(|&&b| b != BusKind::DbusBroker) {
+        eprintln!("tram-bench: {} under callgrind", b.name());
+        match callgrind::measure(setup, b, quick) {
+            Ok(c) => results.push(c),
+            Err(e) => {
+                eprintln!("tram-bench: callgrind on {}: {e}", b.name());
+                ok = false;
+            }
+        }
+    }
+    println!(
+        "user-space instructions per forwarded message, pipelined calls (depth 32, 16-byte \
+         bodies), under callgrind"
+    );
+    for c in &results {
+        println!("  {:<12} {:>10.0}", c.bus.name(), c.per_message);
+    }
+    for c in &results {
+        if !c.hot.is_empty() {
+            println!(
+                "\nheaviest functions in {} (self cost, whole run):",
+                c.bus.name()
+            );
+            for h in &c.hot {
+                println!("  {h}");
+            }
+        }
+    }
+    if ok && !results.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Options>, String> {
+        Options::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn command_lines() {
+        let o = parse(&[]).unwrap().unwrap();
+        assert_eq!(o.buses, BusKind::ALL);
+        assert_eq!(o.workloads, Workload::ALL);
+        let o = parse(&[
+            "--bus", "busd", "--bus", "tramd", "--bus", "busd", "--quick",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.buses, [BusKind::Tramd, BusKind::Busd]);
+        assert!(o.quick);
+        let o = parse(&["--workload", "idle", "--json", "a.json", "--svg", "b.svg"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.workloads, [Workload::IdleConnections]);
+        assert_eq!(o.json.as_deref(), Some("a.json"));
+        assert_eq!(o.svg.as_deref(), Some("b.svg"));
+        assert_eq!(parse(&["-h"]), Ok(None));
+        for bad in [
+            &["--bus", "dbus"][..],
+            &["--json"],
+            &["--fast"],
+            &["--workload", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }
