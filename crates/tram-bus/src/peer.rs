@@ -26,7 +26,10 @@ impl PeerId {
     /// The peer in slab slot `index`, generation 0, for unit tests.
     #[cfg(test)]
     pub(crate) fn for_test(index: u32) -> PeerId {
-        PeerId { index, generation: 0 }
+        PeerId {
+            index,
+            generation: 0,
+        }
     }
 }
 
