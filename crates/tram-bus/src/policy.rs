@@ -45,6 +45,10 @@
 //!   `eavesdrop`, `*_requested_reply` or fd counts. So `<deny send_broadcast="true"/>` at the end
 //!   of a policy makes every earlier send rule disappear. tram does the same, since configurations
 //!   are written against that behaviour.
+//! * dbus-daemon checks no send rule for a connection's `Hello` (`<deny
+//!   send_destination="org.freedesktop.DBus"/>` still lets clients connect), but the reply to
+//!   `Hello`, like every message from the bus driver, goes through the receiver's receive rules;
+//!   replies from the driver count as requested.
 //! * Connection admission: the bus owner's uid is admitted by default; then the `user=`/`group=`
 //!   rules of the default and mandatory contexts decide, last match wins. Such rules inside
 //!   `at_console` policies are accepted by dbus-daemon but never consulted.
