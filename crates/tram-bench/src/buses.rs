@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, Signal, WaitOptions};
 
+use crate::cleanup::{self, Item, Registered};
 use crate::client::Client;
 
 /// How long a bus may take to become ready before the harness gives up on it.
@@ -165,7 +166,8 @@ impl Setup {
     fn private_dir(&self, kind: BusKind) -> io::Result<PathBuf> {
         let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "tram-bench-{}-{}-{n}",
+            "{}{}-{}-{n}",
+            cleanup::DIR_PREFIX,
             std::process::id(),
             kind.name()
         ));
@@ -194,6 +196,9 @@ pub(crate) struct RunningBus {
     adopted: Option<Pid>,
     subreaper: bool,
     dir: PathBuf,
+    /// Keeps the process group, the directory and the adopted broker registered for cleanup on
+    /// an interruption; dropped after `drop` has cleaned them up.
+    _registered: Vec<Registered>,
     /// The address clients connect to.
     pub(crate) address: String,
     /// From exec to the address printed, for buses that print one.
@@ -223,6 +228,7 @@ impl RunningBus {
     ) -> io::Result<RunningBus> {
         let bins = setup.binaries(kind)?;
         let dir = setup.private_dir(kind)?;
+        let dir_registered = Registered::new(Item::Dir(dir.clone()));
         let socket = dir.join("bus");
         let address = format!("unix:path={}", socket.display());
         let mut argv: Vec<String> = wrapper.command.clone();
@@ -290,6 +296,7 @@ impl RunningBus {
         // fork does not count against the bus.
         let exec_at = Instant::now();
         let measured = Pid::from_child(&child);
+        let group_registered = Registered::new(Item::Group(measured));
         // From here on, dropping `bus` cleans up whatever happens next.
         let mut bus = RunningBus {
             child,
@@ -297,6 +304,7 @@ impl RunningBus {
             adopted: None,
             subreaper: setup.subreaper,
             dir,
+            _registered: vec![dir_registered, group_registered],
             address,
             address_after: None,
             hello_after: Duration::ZERO,
@@ -317,12 +325,13 @@ impl RunningBus {
         } else {
             wait_for_path(&socket, deadline)?;
         }
-        Client::connect(&bus.address)?;
+        first_hello(&bus.address, deadline)?;
         bus.hello_after = exec_at.elapsed();
         if kind == BusKind::DbusBroker {
             let broker = find_child(bus.measured, "dbus-broker", deadline)?;
             bus.measured = broker;
             bus.adopted = Some(broker);
+            bus._registered.push(Registered::new(Item::Process(broker)));
         }
         Ok(bus)
     }
@@ -407,7 +416,7 @@ pub(crate) fn load_average() -> Option<[f64; 3]> {
 /// A datagram socket at the journal's path that swallows whatever is sent to it, made only when
 /// no journal listens there; the socket file is removed on drop.
 struct JournalStandIn {
-    made: Option<(PathBuf, u64)>,
+    made: Option<(PathBuf, u64, Registered)>,
 }
 
 impl JournalStandIn {
@@ -434,22 +443,18 @@ impl JournalStandIn {
                 let mut buf = vec![0u8; 1 << 16];
                 while socket.recv(&mut buf).is_ok() {}
             })?;
+        let registered = Registered::new(Item::File(path.to_owned(), inode));
         Ok(JournalStandIn {
-            made: Some((path.to_owned(), inode)),
+            made: Some((path.to_owned(), inode, registered)),
         })
     }
 }
 
 impl Drop for JournalStandIn {
     fn drop(&mut self) {
-        if let Some((path, inode)) = &self.made {
+        if let Some((path, inode, _registered)) = &self.made {
             // Only if it is still ours: someone may have replaced it meanwhile.
-            let ours = std::fs::metadata(path)
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m) == *inode)
-                .unwrap_or(false);
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
+            cleanup::remove_if_same(path, *inode);
         }
     }
 }
@@ -545,6 +550,21 @@ fn read_line_until(mut stdout: ChildStdout, deadline: Instant) -> io::Result<Str
     let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
     line.truncate(end);
     Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Says Hello on a first connection. The socket may exist a moment before it listens
+/// (dbus-broker's activator binds, then listens), so a refused connection is tried again until
+/// `deadline`.
+fn first_hello(address: &str, deadline: Instant) -> io::Result<()> {
+    loop {
+        match Client::connect(address) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                thread::sleep(Duration::from_micros(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Waits for a socket file to appear (dbus-broker's activator binds it).

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::buses::{BusKind, RunningBus, Setup, Wrapper, find_in_path as which};
+use crate::cleanup::{self, Item, Registered};
 use crate::workloads::{Until, calls};
 
 /// One bus's result.
@@ -45,11 +46,13 @@ pub(crate) fn measure(setup: &Setup, bus: BusKind, quick: bool) -> io::Result<Co
         CALLS
     };
     let dir = std::env::temp_dir().join(format!(
-        "tram-bench-callgrind-{}-{}",
+        "{}callgrind-{}-{}",
+        cleanup::DIR_PREFIX,
         std::process::id(),
         bus.name()
     ));
     std::fs::create_dir_all(&dir)?;
+    let _registered = Registered::new(Item::Dir(dir.clone()));
     let result = (|| {
         let a = run_counted(setup, bus, &valgrind, &dir.join("small.out"), small)?;
         let b = run_counted(setup, bus, &valgrind, &dir.join("large.out"), large)?;

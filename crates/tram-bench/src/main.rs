@@ -10,6 +10,7 @@
 
 mod buses;
 mod callgrind;
+mod cleanup;
 mod client;
 mod report;
 mod workloads;
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = cleanup::install() {
+        eprintln!("tram-bench: cannot take over SIGINT and SIGTERM: {e}");
+    }
+    cleanup::sweep_stale();
     let setup = Setup::new(&opts.buses);
     let buses = setup.buses();
     if buses.is_empty() {
@@ -167,27 +172,59 @@ fn run_workloads(setup: &Setup, buses: &[BusKind], opts: &Options) -> Report {
             report.versions.insert(b, v);
         }
     }
-    for &w in &opts.workloads {
-        let rounds = params.rounds(w);
-        eprintln!("tram-bench: {} ({rounds} runs per bus)", w.name());
-        for round in 0..rounds {
-            for i in 0..buses.len() {
-                let Some(&b) = buses.get((i + round) % buses.len()) else {
-                    continue;
-                };
-                match w.run(setup, b, &params) {
-                    Ok(figures) => report.add(b, &figures),
-                    Err(e) => {
-                        let f = format!("{} on {} (run {}): {e}", w.name(), b.name(), round + 1);
-                        eprintln!("tram-bench: {f}");
-                        report.failures.push(f);
-                    }
-                }
-            }
+    // Every workload in every round, so that a change in the machine's load spreads over all
+    // figures instead of landing on one workload; start-up has its own, longer series.
+    let (starts, others): (Vec<Workload>, Vec<Workload>) = opts
+        .workloads
+        .iter()
+        .partition(|&&w| w == Workload::Startup);
+    for round in 0..params.rounds {
+        for &w in &others {
+            eprintln!(
+                "tram-bench: round {}/{}: {}",
+                round + 1,
+                params.rounds,
+                w.name()
+            );
+            run_round(setup, buses, &params, w, round, &mut report);
+        }
+    }
+    for &w in &starts {
+        eprintln!(
+            "tram-bench: {} ({} starts per bus)",
+            w.name(),
+            params.rounds(w)
+        );
+        for round in 0..params.rounds(w) {
+            run_round(setup, buses, &params, w, round, &mut report);
         }
     }
     report.context.load_after = buses::load_average();
     report
+}
+
+/// Runs `w` once against each bus, the first bus rotating with `round`.
+fn run_round(
+    setup: &Setup,
+    buses: &[BusKind],
+    params: &Params,
+    w: Workload,
+    round: usize,
+    report: &mut Report,
+) {
+    for i in 0..buses.len() {
+        let Some(&b) = buses.get((i + round) % buses.len()) else {
+            continue;
+        };
+        match w.run(setup, b, params) {
+            Ok(figures) => report.add(b, &figures),
+            Err(e) => {
+                let f = format!("{} on {} (run {}): {e}", w.name(), b.name(), round + 1);
+                eprintln!("tram-bench: {f}");
+                report.failures.push(f);
+            }
+        }
+    }
 }
 
 /// The callgrind mode: instructions per forwarded message for each bus started directly.
