@@ -276,10 +276,12 @@ impl RunningBus {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and only makes one prctl
-        // system call, which is async-signal-safe; it touches no memory shared with the parent.
+        // SAFETY: the closure runs in the forked child before exec and only makes system calls
+        // that are async-signal-safe (prctl, sigprocmask); it touches no memory shared with the
+        // parent.
         unsafe {
             cmd.pre_exec(|| {
+                cleanup::unblock_signals()?;
                 rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
                     .map_err(io::Error::from)
             });
@@ -463,7 +465,13 @@ fn binaries(kind: BusKind) -> Result<Binaries, String> {
     let need = |name: &str| find_in_path(name).ok_or_else(|| format!("{name} not found in PATH"));
     Ok(match kind {
         BusKind::Tramd => Binaries {
-            program: tramd_binary().ok_or("tramd not found beside tram-bench nor in $TRAMD")?,
+            program: build_tramd_under_cargo().and_then(|()| {
+                tramd_binary().ok_or_else(|| {
+                    "tramd not found beside tram-bench (cargo build --release -p tramd) nor in \
+                     $TRAMD"
+                        .to_owned()
+                })
+            })?,
             activator: None,
             broker: None,
         },
@@ -490,6 +498,50 @@ fn binaries(kind: BusKind) -> Result<Binaries, String> {
             broker: None,
         },
     })
+}
+
+/// When the harness runs under `cargo run` (which sets `$CARGO`), builds tramd first with the
+/// harness's own profile into the same target directory, so that `cargo run --release -p
+/// tram-bench` alone never measures a missing or stale tramd. `$TRAMD` turns this off.
+fn build_tramd_under_cargo() -> Result<(), String> {
+    if std::env::var_os("TRAMD").is_some() {
+        return Ok(());
+    }
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (Some(profile_dir), Some(target_dir)) = (exe.parent(), exe.parent().and_then(Path::parent))
+    else {
+        return Err(format!(
+            "cannot tell the target directory from {}",
+            exe.display()
+        ));
+    };
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(name) => name.to_owned(),
+        None => return Err(format!("odd target directory {}", profile_dir.display())),
+    };
+    if profile == "dev" {
+        eprintln!("tram-bench: a debug build measures nothing useful; use --release");
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    eprintln!("tram-bench: building tramd ({profile})");
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "tramd", "--profile", &profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building tramd failed ({status})"))
+    }
 }
 
 fn tramd_binary() -> Option<PathBuf> {

@@ -51,8 +51,8 @@ impl Drop for Registered {
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and in every thread spawned after it, and
-/// starts the thread that waits for them. Call first thing in `main`. Children get an empty
-/// signal mask back from `std::process::Command`.
+/// starts the thread that waits for them. Call first thing in `main`; children must call
+/// [`unblock_signals`] before exec.
 pub(crate) fn install() -> io::Result<()> {
     let set = signal_set();
     // SAFETY: `set` is an initialised sigset_t; a null old-mask pointer is allowed.
@@ -73,6 +73,19 @@ pub(crate) fn install() -> io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Unblocks the signals [`install`] blocked, for a child about to exec (the mask is inherited
+/// across exec, and a bus must see SIGTERM). Async-signal-safe.
+pub(crate) fn unblock_signals() -> io::Result<()> {
+    let set = signal_set();
+    // SAFETY: `set` is an initialised sigset_t; a null old-mask pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }
 
 /// Removes directories that harnesses no longer running left in the temporary directory.
@@ -184,6 +197,40 @@ mod tests {
         assert_eq!(count(), 1);
         drop(guard);
         assert_eq!(count(), 0);
+    }
+
+    /// The blocked-signal mask of a child `grep` spawned by this thread, with or without
+    /// [`unblock_signals`] before exec.
+    fn child_blocked_mask(unblock: bool) -> u64 {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("grep");
+        cmd.args(["SigBlk", "/proc/self/status"]);
+        if unblock {
+            // SAFETY: unblock_signals only makes async-signal-safe calls.
+            unsafe {
+                cmd.pre_exec(unblock_signals);
+            }
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let hex = text.trim().strip_prefix("SigBlk:").unwrap().trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    #[test]
+    fn children_see_the_signals_again() {
+        let set = signal_set();
+        // SAFETY: as in `install`; this blocks them in the test's own thread only.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        let inherited = child_blocked_mask(false);
+        let unblocked = child_blocked_mask(true);
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        let ours = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+            .iter()
+            .fold(0u64, |m, &s| m | 1 << (s - 1));
+        assert_eq!(inherited & ours, ours, "{inherited:x}");
+        assert_eq!(unblocked & ours, 0, "{unblocked:x}");
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         }
     }
     if opts.quick {
-        let problems = report.problems();
+        let problems = report.problems(&opts.workloads);
         for p in &problems {
             eprintln!("tram-bench: smoke test: {p}");
         }

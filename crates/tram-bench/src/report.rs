@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::buses::BusKind;
-use crate::workloads::{Figure, Metric};
+use crate::workloads::{Figure, Metric, Workload};
 
 /// Everything measured in one invocation.
 #[derive(Debug, Default)]
@@ -88,11 +88,14 @@ impl Report {
         )
     }
 
-    /// Every figure that is missing, not finite, or not positive where it must be: the smoke
-    /// test's check that every workload ran on every bus.
-    pub(crate) fn problems(&self) -> Vec<String> {
+    /// Every figure of `workloads` that is missing, not finite, or not positive where it must
+    /// be: the smoke test's check that every workload ran on every bus.
+    pub(crate) fn problems(&self, workloads: &[Workload]) -> Vec<String> {
         let mut out = self.failures.clone();
-        for &m in Metric::ALL {
+        for &m in Metric::ALL
+            .iter()
+            .filter(|m| workloads.contains(&m.workload()))
+        {
             for &b in &self.buses {
                 if m == Metric::StartAddress && !b.prints_address() {
                     continue;
@@ -732,12 +735,14 @@ mod tests {
     fn problems_name_missing_and_bad_figures() {
         let mut r = sample_report();
         r.add(BusKind::Busd, &[Figure(Metric::LargeRate, f64::INFINITY)]);
-        let p = r.problems();
+        let p = r.problems(Workload::ALL);
         assert!(
             p.iter()
                 .any(|p| p.contains("large_64k_rate: busd is not finite"))
         );
         assert!(p.iter().any(|p| p.contains("no figure for dbus-broker")));
         assert!(!p.iter().any(|p| p.contains("exec_to_address: dbus-broker")));
+        let p = r.problems(&[Workload::Pipelined32]);
+        assert!(p.iter().all(|p| p.starts_with("pipelined_")), "{p:?}");
     }
 }

@@ -233,6 +233,22 @@ impl Metric {
         Metric::StartHello,
     ];
 
+    /// The workload that measures it.
+    pub(crate) fn workload(self) -> Workload {
+        match self {
+            Metric::RoundTripP50 | Metric::RoundTripP99 | Metric::RoundTripCpu => {
+                Workload::RoundTrip
+            }
+            Metric::PipelinedRate | Metric::PipelinedCpu => Workload::Pipelined32,
+            Metric::LargeRate | Metric::LargeCpu => Workload::Large64k,
+            Metric::BroadcastRate | Metric::BroadcastCpu => Workload::Broadcast8,
+            Metric::RulesRate | Metric::RulesCpu => Workload::Broadcast8Rules16k,
+            Metric::IdleRss => Workload::IdleConnections,
+            Metric::ConnectRate | Metric::ConnectCpu => Workload::ConnectHello,
+            Metric::StartAddress | Metric::StartHello => Workload::Startup,
+        }
+    }
+
     /// A stable identifier, for JSON.
     pub(crate) fn id(self) -> &'static str {
         match self {
@@ -778,6 +794,13 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), Metric::ALL.len());
+    }
+
+    #[test]
+    fn every_workload_measures_something() {
+        for &w in Workload::ALL {
+            assert!(Metric::ALL.iter().any(|m| m.workload() == w), "{w:?}");
+        }
     }
 
     #[test]
