@@ -89,7 +89,7 @@ impl Params {
     /// The full benchmark.
     pub(crate) const FULL: Params = Params {
         run_time: Duration::from_secs(2),
-        rounds: 3,
+        rounds: 5,
         rules_per_holder: 2000,
         idle_connections: 1000,
         starts: 30,
