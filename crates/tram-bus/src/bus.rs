@@ -20,13 +20,14 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tram_wire::{MAX_MESSAGE_LEN, Message, MessageBuilder, MessageType, Outgoing};
 
 use crate::match_rule::{MatchIndex, NameOwners};
 use crate::names::{NameRegistry, OwnerChange};
 use crate::peer::{Credentials, PeerId, TxQueue};
+use crate::policy::Policy;
 use crate::replies::Replies;
 
 /// The driver's well-known name.
@@ -74,6 +75,64 @@ pub struct BusConfig {
     pub bus_uid: u32,
     /// The bus process's own pid, reported for the name `org.freedesktop.DBus`.
     pub bus_pid: u32,
+    /// Who may connect, send, receive and own what.
+    pub policy: Policy,
+    /// Per-connection limits the bus enforces.
+    pub limits: Limits,
+}
+
+/// The limits of dbus-daemon's configuration that the bus core enforces; the I/O layer
+/// enforces the rest (incoming bytes, connection counts, timeouts of authentication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes queued for one connection before a message to it is refused.
+    pub max_outgoing_bytes: u64,
+    /// Fds queued for one connection before a message to it is refused.
+    pub max_outgoing_unix_fds: u64,
+    /// The largest message accepted.
+    pub max_message_size: u64,
+    /// The most fds one message may carry.
+    pub max_message_unix_fds: u64,
+    /// Well-known names one connection may own or queue for.
+    pub max_names_per_connection: u64,
+    /// Match rules one connection may hold.
+    pub max_match_rules_per_connection: u64,
+    /// Calls one connection may have waiting for replies.
+    pub max_replies_per_connection: u64,
+    /// How long a call waits for its reply before the bus answers NoReply (`None`: forever).
+    pub reply_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    /// dbus-daemon's built-in defaults.
+    fn default() -> Limits {
+        Limits {
+            max_outgoing_bytes: 127 << 20,
+            max_outgoing_unix_fds: 64,
+            max_message_size: 32 << 20,
+            max_message_unix_fds: 16,
+            max_names_per_connection: 512,
+            max_match_rules_per_connection: 512,
+            max_replies_per_connection: 128,
+            reply_timeout: Some(Duration::from_secs(5 * 60)),
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of the stock `session.conf`, which raises several defaults.
+    pub fn session() -> Limits {
+        Limits {
+            max_outgoing_bytes: 1_000_000_000,
+            max_outgoing_unix_fds: 250_000_000,
+            max_message_size: 1_000_000_000,
+            max_message_unix_fds: 4096,
+            max_names_per_connection: 50_000,
+            max_match_rules_per_connection: 50_000,
+            max_replies_per_connection: 50_000,
+            reply_timeout: None,
+        }
+    }
 }
 
 /// Something the I/O layer must do for the bus.
@@ -88,6 +147,17 @@ pub enum Action {
         /// Why, for the log.
         reason: String,
     },
+    /// A peer called ReloadConfig: read the configuration again and answer with
+    /// [`Bus::finish_reload`], passing this token back.
+    Reload(ReloadToken),
+}
+
+/// Identifies the ReloadConfig call a reload answers.
+#[derive(Debug)]
+pub struct ReloadToken {
+    pub(crate) peer: PeerId,
+    pub(crate) serial: u32,
+    pub(crate) no_reply: bool,
 }
 
 /// The bus. See the crate documentation for the event/output protocol.
@@ -260,6 +330,57 @@ impl Bus {
     /// `peer`'s unique name, for logs.
     pub fn unique_name(&self, peer: PeerId) -> Option<&str> {
         self.peers.get(peer).and_then(|p| p.unique.as_deref())
+    }
+
+    /// Whether a connection with these credentials may connect at all (the policy's `user`
+    /// and `group` rules; by default only the bus's own user and root). Ask during
+    /// authentication: a refused connection is rejected before BEGIN.
+    pub fn admits(&self, creds: &Credentials) -> bool {
+        if creds.anonymous {
+            return true;
+        }
+        self.config
+            .policy
+            .allows_user(creds.uid, &creds.groups, self.config.bus_uid)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (policy and limits) atomically: from the next event on,
+    /// every connection is judged by the new one.
+    pub fn reload(&mut self, config: BusConfig) {
+        self.config = config;
+    }
+
+    /// Ends a reload the bus asked for with [`Action::Reload`]: on success the new
+    /// configuration takes effect and the caller gets an empty reply; on failure the old one
+    /// stays and the caller gets `org.freedesktop.DBus.Error.Failed` with `error` (which
+    /// should name file and line).
+    pub fn finish_reload(&mut self, token: ReloadToken, result: Result<BusConfig, String>) {
+        let reply = match result {
+            Ok(config) => {
+                self.reload(config);
+                MessageBuilder::method_return(token.serial)
+            }
+            Err(text) => {
+                MessageBuilder::error(token.serial, error::FAILED).body("s", |w| w.string(&text))
+            }
+        };
+        if token.no_reply {
+            return;
+        }
+        let Some(unique) = self.peers.get(token.peer).and_then(|p| p.unique.clone()) else {
+            return;
+        };
+        self.send_driver(token.peer, reply.destination(&unique));
+    }
+
+    /// Queues an action for the I/O layer.
+    pub(crate) fn act(&mut self, action: Action) {
+        self.actions.push_back(action);
     }
 
     /// The environment UpdateActivationEnvironment built up, for starting services.

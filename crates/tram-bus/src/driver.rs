@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tram_wire::{BodyReader, BodyWriter, Message, MessageBuilder, MessageType, names};
 
-use crate::bus::{Bus, DRIVER_INTERFACE, DRIVER_NAME, DRIVER_PATH, error};
+use crate::bus::{Action, Bus, DRIVER_INTERFACE, DRIVER_NAME, DRIVER_PATH, ReloadToken, error};
 use crate::match_rule::MatchRule;
 use crate::names::{ReleaseReply, RequestReply};
 use crate::peer::PeerId;
@@ -246,8 +246,16 @@ impl Bus {
                 }
                 empty
             }
-            // Built-in defaults are all this bus reads so far: reloading them changes nothing.
-            (DRIVER_INTERFACE, "ReloadConfig") => empty,
+            // The I/O layer reads the files and answers through `Bus::finish_reload`.
+            (DRIVER_INTERFACE, "ReloadConfig") => {
+                let no_reply = msg.flags().no_reply_expected();
+                self.act(Action::Reload(ReloadToken {
+                    peer: from,
+                    serial,
+                    no_reply,
+                }));
+                Ok(None)
+            }
             (DRIVER_INTERFACE, "NameHasOwner") => {
                 let name = arg_str(&mut args)?;
                 let owned = name == DRIVER_NAME || self.resolve(name).is_some();
@@ -571,8 +579,9 @@ impl Bus {
     }
 }
 
-/// The introspection XML of the driver at `path`.
-fn introspect(path: &str) -> String {
+/// The introspection XML of the driver at `path` (what `tramd --introspect` prints for
+/// `/org/freedesktop/DBus`).
+pub fn introspect(path: &str) -> String {
     let canonical = path == DRIVER_PATH;
     let mut xml = String::from(
         "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n\

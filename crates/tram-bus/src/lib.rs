@@ -27,5 +27,6 @@ mod peer;
 pub mod policy;
 mod replies;
 
-pub use bus::{Action, Bus, BusConfig};
+pub use bus::{Action, Bus, BusConfig, Limits, ReloadToken};
+pub use driver::introspect;
 pub use peer::{Credentials, PeerId, TxQueue};

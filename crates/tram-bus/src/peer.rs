@@ -48,6 +48,8 @@ pub struct Credentials {
     pub security_label: Option<Vec<u8>>,
     /// SO_PEERPIDFD, where the kernel has it.
     pub pidfd: Option<OwnedFd>,
+    /// The connection authenticated with ANONYMOUS: policy treats it as no user at all.
+    pub anonymous: bool,
 }
 
 /// A peer's transmit queue: messages by reference, oldest first.

@@ -34,6 +34,7 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Credentials> {
         groups,
         security_label: peer_security_label(fd)?,
         pidfd: peer_pidfd(fd)?,
+        anonymous: false,
     })
 }
 

@@ -95,6 +95,8 @@ pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
             .as_raw_nonzero()
             .get()
             .unsigned_abs(),
+        policy: tram_bus::policy::Policy::session(),
+        limits: tram_bus::Limits::session(),
     });
     let mut event_loop = EventLoop::new(bus, listeners, signals, sasl, config.limits.clone())
         .map_err(|e| DaemonError::Io("cannot set up the event loop", e))?;

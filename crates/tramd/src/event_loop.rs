@@ -394,10 +394,11 @@ impl EventLoop {
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
-        let creds = match &mut conn.phase {
+        let mut creds = match &mut conn.phase {
             Phase::Auth(auth) => std::mem::take(&mut auth.creds),
             Phase::Peer(_) => return,
         };
+        creds.anonymous = outcome.anonymous;
         if let Err(e) = conn.io.set_unix_fds(outcome.unix_fds) {
             log::warning!("disconnecting {}: {e}", conn.label(None));
             self.remove(slot);
@@ -506,6 +507,11 @@ impl EventLoop {
                         }
                         self.remove(slot);
                     }
+                }
+                Action::Reload(token) => {
+                    // Built-in defaults are all tramd reads so far: reloading keeps them.
+                    let config = self.bus.config().clone();
+                    self.bus.finish_reload(token, Ok(config));
                 }
                 other => log::warning!("ignoring unsupported bus action {other:?}"),
             }

@@ -29,6 +29,8 @@ impl Harness {
             bus_type: "session".into(),
             bus_uid: 0,
             bus_pid: 1,
+            policy: tram_bus::policy::Policy::session(),
+            limits: tram_bus::Limits::session(),
         };
         Harness {
             bus: Bus::new(config),
@@ -131,6 +133,10 @@ impl Harness {
                 Action::Disconnect { peer, reason } => {
                     self.inboxes.remove(&peer);
                     self.disconnected.push((peer, reason));
+                }
+                Action::Reload(token) => {
+                    let config = self.bus.config().clone();
+                    self.bus.finish_reload(token, Ok(config));
                 }
                 _ => panic!("unexpected action"),
             }
