@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use tram_wire::{MAX_MESSAGE_LEN, Message, MessageBuilder, MessageType, Outgoing};
 
-use crate::match_rule::{MatchIndex, NameOwners};
+use crate::match_rule::{MatchIndex, MatchRule, NameOwners};
 use crate::names::{NameRegistry, OwnerChange};
 use crate::peer::{Credentials, PeerId, TxQueue};
-use crate::policy::Policy;
+use crate::policy::{ConnectionPolicy, Policy};
 use crate::replies::Replies;
 
 /// The driver's well-known name.
@@ -170,6 +170,8 @@ pub struct Bus {
     /// What UpdateActivationEnvironment set, for the services the bus will start.
     pub(crate) activation_env: BTreeMap<String, String>,
     replies: Replies,
+    /// The rules of monitor connections (BecomeMonitor), all eavesdropping.
+    monitors: MatchIndex,
     actions: VecDeque<Action>,
     dirty: Vec<PeerId>,
     serial: u32,
@@ -206,6 +208,21 @@ pub(crate) struct Peer {
     leaving: bool,
     /// Every well-known name in whose queue this peer stands, oldest first.
     pub(crate) names: Vec<Box<str>>,
+    /// The policy rules that apply to this connection, built when it connected.
+    pub(crate) policy: ConnectionPolicy,
+    /// Became a monitor: receives copies of traffic, may send nothing.
+    pub(crate) monitor: bool,
+    /// Messages received from this peer and queued for it, for Debug.Stats.
+    pub(crate) stats: PeerStats,
+}
+
+/// Counters for `GetConnectionStats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PeerStats {
+    pub(crate) incoming_messages: u64,
+    pub(crate) incoming_bytes: u64,
+    pub(crate) outgoing_messages: u64,
+    pub(crate) outgoing_bytes: u64,
 }
 
 impl Bus {
@@ -218,6 +235,7 @@ impl Bus {
             matches: MatchIndex::default(),
             activation_env: BTreeMap::new(),
             replies: Replies::default(),
+            monitors: MatchIndex::default(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
             serial: 0,
@@ -227,7 +245,11 @@ impl Bus {
 
     /// A connection finished authentication. `unix_fds` says whether it negotiated fd passing.
     pub fn connect(&mut self, _now: Instant, creds: Credentials, unix_fds: bool) -> PeerId {
+        let policy = self.connection_policy(&creds);
         self.peers.insert(Peer {
+            policy,
+            monitor: false,
+            stats: PeerStats::default(),
             unique: None,
             unique_id: 0,
             creds,
@@ -241,9 +263,15 @@ impl Bus {
 
     /// A validated message arrived from `peer`.
     pub fn handle_message(&mut self, now: Instant, from: PeerId, msg: Message) {
-        let Some(peer) = self.peers.get(from) else {
+        let Some(peer) = self.peers.get_mut(from) else {
             return;
         };
+        peer.stats.incoming_messages += 1;
+        peer.stats.incoming_bytes += msg.as_bytes().len() as u64;
+        if peer.monitor {
+            self.kick(from, "a monitor connection sent a message".into());
+            return;
+        }
         if peer.unique.is_none() {
             if is_hello(&msg) {
                 self.hello(from, &msg);
@@ -266,8 +294,16 @@ impl Bus {
         if let MessageType::Unknown(_) = msg.message_type() {
             return;
         }
+        if !self.monitors.is_empty() {
+            if let Some(out) = self.stamp(from, &msg) {
+                self.capture(Some(from), &msg, &out);
+            }
+        }
         match msg.destination() {
             Some(DRIVER_NAME) => {
+                if let Err(text) = self.access(Some(from), None, &msg, false, false) {
+                    return self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+                }
                 // The call takes effect first: an AddMatch that makes its sender an
                 // eavesdropper lets it see that very call, as with dbus-daemon.
                 self.driver_call(now, from, &msg);
@@ -279,7 +315,7 @@ impl Bus {
             }
             Some(dest) => {
                 let dest = dest.to_owned();
-                self.unicast(from, &dest, msg);
+                self.unicast(now, from, &dest, msg);
             }
             None => match msg.message_type() {
                 MessageType::Signal => {
@@ -299,12 +335,23 @@ impl Bus {
         self.remove_peer(peer);
     }
 
-    /// The time returned by [`Bus::poll_timeout`] has come.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// The time returned by [`Bus::poll_timeout`] has come: calls whose reply_timeout passed
+    /// are answered with NoReply.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (caller, serial) in self.replies.expire(now) {
+            self.no_reply(
+                caller,
+                serial,
+                "Did not receive a reply. Possible causes include: the remote application did \
+                 not send a reply, the message bus security policy blocked the reply, the reply \
+                 timeout expired, or the network connection was broken.",
+            );
+        }
+    }
 
     /// When the bus next needs [`Bus::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.replies.next_deadline()
     }
 
     /// The next action for the I/O layer.
@@ -353,6 +400,21 @@ impl Bus {
     /// every connection is judged by the new one.
     pub fn reload(&mut self, config: BusConfig) {
         self.config = config;
+        let ids: Vec<PeerId> = self.peers.all().collect();
+        for id in ids {
+            let policy = match self.peers.get(id) {
+                Some(p) => self.connection_policy(&p.creds),
+                None => continue,
+            };
+            if let Some(p) = self.peers.get_mut(id) {
+                p.policy = policy;
+            }
+        }
+    }
+
+    fn connection_policy(&self, creds: &Credentials) -> ConnectionPolicy {
+        let uid = (!creds.anonymous).then_some(creds.uid);
+        self.config.policy.for_connection(uid, &creds.groups, false)
     }
 
     /// Ends a reload the bus asked for with [`Action::Reload`]: on success the new
@@ -397,6 +459,11 @@ impl Bus {
 
     fn hello(&mut self, from: PeerId, msg: &Message) {
         let unique = self.peers.assign_unique(from);
+        if !self.monitors.is_empty() {
+            if let Some(out) = self.stamp(from, msg) {
+                self.capture(Some(from), msg, &out);
+            }
+        }
         if msg.expects_reply() {
             let reply = MessageBuilder::method_return(msg.serial())
                 .destination(&unique)
@@ -407,7 +474,7 @@ impl Bus {
         self.driver_signal_to(from, "NameAcquired", &unique);
     }
 
-    fn unicast(&mut self, from: PeerId, dest: &str, msg: Message) {
+    fn unicast(&mut self, now: Instant, from: PeerId, dest: &str, msg: Message) {
         let Some(to) = self.resolve(dest) else {
             // As dbus-daemon: the auto-start flag alone decides, whatever the message type.
             if !msg.flags().no_auto_start() {
@@ -428,24 +495,52 @@ impl Bus {
             self.refuse(from, &msg, error::NOT_SUPPORTED, text);
             return;
         }
+        let queued = receiver.tx.bytes() as u64;
+        let is_reply = matches!(msg.message_type(), MethodReturn | MessageType::Error);
+        let reply_serial = msg.reply_serial().unwrap_or(0);
+        // Unlike dbus-daemon, whose policy may let them through, unrequested replies are never
+        // delivered: a reply must answer a call its receiver is still waiting for.
+        if is_reply && !self.replies.is_owed(to, reply_serial, from) {
+            let text = format!(
+                "Rejected send message: {} is not a reply to a call {dest} is waiting for \
+                 (reply_serial={reply_serial}, requested_reply=0)",
+                type_name(msg.message_type()),
+            );
+            self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+            return;
+        }
+        if let Err(text) = self.access(Some(from), Some(to), &msg, is_reply, false) {
+            self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+            return;
+        }
         let Some(out) = self.stamp(from, &msg) else {
             return;
         };
-        match msg.message_type() {
-            MethodReturn | MessageType::Error => {
-                let reply_serial = msg.reply_serial().unwrap_or(0);
-                if !self.replies.take(to, reply_serial, from) {
-                    let text = format!(
-                        "Rejected send message: {} is not a reply to a call {dest} is waiting \
-                         for (reply_serial={reply_serial}, requested_reply=0)",
-                        type_name(msg.message_type()),
-                    );
-                    self.refuse(from, &msg, error::ACCESS_DENIED, &text);
-                    return;
-                }
+        let limit = self.config.limits.max_outgoing_bytes;
+        if queued + out.len() as u64 > limit {
+            let text = format!(
+                "The message queue of {dest} is full (max_outgoing_bytes={limit}): it is not \
+                 reading its messages"
+            );
+            self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
+            return;
+        }
+        if is_reply {
+            self.replies.take(to, reply_serial, from);
+        } else if msg.expects_reply() {
+            let limit = self.config.limits.max_replies_per_connection;
+            if u64::from(self.replies.count_for(from)) >= limit {
+                let name = self.sender_name(from);
+                let text = format!(
+                    "The maximum number of pending replies for \"{name}\" ({limit}) has been \
+                     reached (increase limits in configuration file if required; \
+                     max_replies_per_connection={limit})"
+                );
+                self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
+                return;
             }
-            MethodCall if msg.expects_reply() => self.replies.expect(from, msg.serial(), to),
-            _ => {}
+            let deadline = self.config.limits.reply_timeout.map(|t| now + t);
+            self.replies.expect(from, msg.serial(), to, deadline);
         }
         self.push(to, out.clone());
         self.eavesdrop(Some(from), &msg, Some(to), &out);
@@ -502,12 +597,21 @@ impl Bus {
         self.matches
             .receivers(msg, &lookup, from, addressed, &mut receivers);
         let has_fds = msg.unix_fds() > 0;
+        // Addressed copies are eavesdropped: never as requested replies.
+        let eavesdropping = addressed.is_some() || msg.destination().is_some();
+        let requested = from.is_none() && !eavesdropping;
         for &to in &receivers {
-            match self.peers.get(to) {
-                Some(p) if p.unique.is_some() && (!has_fds || p.unix_fds) => {
-                    self.push(to, out.clone())
-                }
-                _ => {}
+            let deliverable = match self.peers.get(to) {
+                Some(p) => p.unique.is_some() && !p.monitor && (!has_fds || p.unix_fds),
+                None => false,
+            };
+            // A broadcast or eavesdropped copy that policy refuses is simply not delivered.
+            if deliverable
+                && self
+                    .access(from, Some(to), msg, requested, eavesdropping)
+                    .is_ok()
+            {
+                self.push(to, out.clone());
             }
         }
         self.receivers = receivers;
@@ -540,7 +644,13 @@ impl Bus {
         let serial = self.next_serial();
         let msg = msg.sender(DRIVER_NAME).build_with_fds(serial, fds);
         let out = Arc::new(msg.to_outgoing());
-        self.push(to, out.clone());
+        self.capture(None, &msg, &out);
+        // The receiver's receive rules apply to the driver's messages too; the driver's
+        // replies count as requested.
+        let requested = msg.reply_serial().is_some();
+        if self.access(None, Some(to), &msg, requested, false).is_ok() {
+            self.push(to, out.clone());
+        }
         self.eavesdrop(None, &msg, Some(to), &out);
     }
 
@@ -567,6 +677,7 @@ impl Bus {
             })
             .build(serial);
         let out = Arc::new(msg.to_outgoing());
+        self.capture(None, &msg, &out);
         self.broadcast(None, &msg, &out);
     }
 
@@ -589,18 +700,90 @@ impl Bus {
         }
     }
 
+    /// Answers `caller`'s call `serial` with NoReply.
+    fn no_reply(&mut self, caller: PeerId, serial: u32, text: &str) {
+        let Some(dest) = self.peers.get(caller).and_then(|p| p.unique.clone()) else {
+            return;
+        };
+        let reply = MessageBuilder::error(serial, error::NO_REPLY)
+            .destination(&dest)
+            .body("s", |w| w.string(text));
+        self.send_driver(caller, reply);
+    }
+
+    /// Gives every monitor whose rules match a copy of `msg` (from `from`, `None`: the driver),
+    /// once, as the bus handles it.
+    fn capture(&mut self, from: Option<PeerId>, msg: &Message, out: &Arc<Outgoing>) {
+        if self.monitors.is_empty() {
+            return;
+        }
+        let mut receivers = std::mem::take(&mut self.receivers);
+        receivers.clear();
+        let lookup = Lookup {
+            peers: &self.peers,
+            names: &self.names,
+        };
+        self.monitors
+            .receivers(msg, &lookup, from, None, &mut receivers);
+        for &to in &receivers {
+            self.push(to, out.clone());
+        }
+        self.receivers = receivers;
+    }
+
+    /// Turns `id` into a monitor with `rules` (empty: everything): it loses its names, its
+    /// unique name included, and its match rules; the bus then copies it the traffic its rules
+    /// match. The caller has checked privileges and parsed the rules.
+    pub(crate) fn become_monitor(&mut self, id: PeerId, rules: Vec<MatchRule>) {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let names = std::mem::take(&mut peer.names);
+        let unique = peer.unique.clone().unwrap_or_default();
+        for name in names.iter().rev() {
+            let (_, change) = self.names.release(name, id);
+            if let Some(change) = change {
+                self.announce(&change);
+            }
+        }
+        self.driver_signal_to(id, "NameLost", &unique);
+        self.name_owner_changed(&unique, &unique, "");
+        for (caller, serial) in self.replies.remove_peer(id) {
+            let text = "Message recipient disconnected from message bus without replying";
+            self.no_reply(caller, serial, text);
+        }
+        self.matches.remove_peer(id);
+        self.peers.unregister(id);
+        if let Some(peer) = self.peers.get_mut(id) {
+            peer.monitor = true;
+        }
+        if rules.is_empty() {
+            self.monitors.add(id, MatchRule::default().eavesdropping());
+        }
+        for rule in rules {
+            self.monitors.add(id, rule.eavesdropping());
+        }
+    }
+
+    /// The driver's last serial (for Debug.Stats).
+    pub(crate) fn serial_counter(&self) -> u32 {
+        self.serial
+    }
+
     fn next_serial(&mut self) -> u32 {
         self.serial = self.serial.checked_add(1).unwrap_or(1);
         self.serial
     }
 
-    fn push(&mut self, to: PeerId, out: Arc<Outgoing>) {
+    pub(crate) fn push(&mut self, to: PeerId, out: Arc<Outgoing>) {
         let Some(peer) = self.peers.get_mut(to) else {
             return;
         };
         if peer.leaving {
             return;
         }
+        peer.stats.outgoing_messages += 1;
+        peer.stats.outgoing_bytes += out.len() as u64;
         peer.tx.push(out);
         if !peer.dirty {
             peer.dirty = true;
@@ -643,6 +826,7 @@ impl Bus {
         let names = std::mem::take(&mut peer.names);
         let unique = peer.unique.clone();
         self.matches.remove_peer(id);
+        self.monitors.remove_peer(id);
         for name in names.iter().rev() {
             let (_, change) = self.names.release(name, id);
             if let Some(change) = change {
@@ -653,15 +837,8 @@ impl Bus {
             self.name_owner_changed(unique, unique, "");
         }
         for (caller, serial) in self.replies.remove_peer(id) {
-            let Some(dest) = self.peers.get(caller).and_then(|p| p.unique.clone()) else {
-                continue;
-            };
-            let reply = MessageBuilder::error(serial, error::NO_REPLY)
-                .destination(&dest)
-                .body("s", |w| {
-                    w.string("Message recipient disconnected from message bus without replying")
-                });
-            self.send_driver(caller, reply);
+            let text = "Message recipient disconnected from message bus without replying";
+            self.no_reply(caller, serial, text);
         }
         self.peers.remove(id);
         true
@@ -753,6 +930,27 @@ impl Peers {
 
     fn len(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Every connected peer.
+    fn all(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.peer.as_ref()?;
+            Some(PeerId {
+                index: i as u32,
+                generation: s.generation,
+            })
+        })
+    }
+
+    /// Takes away `id`'s unique name as a destination (it became a monitor).
+    fn unregister(&mut self, id: PeerId) {
+        if let Some(peer) = self.get(id) {
+            let n = peer.unique_id;
+            if self.by_unique.get(&n) == Some(&id) {
+                self.by_unique.remove(&n);
+            }
+        }
     }
 
     fn insert(&mut self, peer: Peer) -> PeerId {

@@ -20,15 +20,18 @@ use crate::bus::{Action, Bus, DRIVER_INTERFACE, DRIVER_NAME, DRIVER_PATH, Reload
 use crate::match_rule::MatchRule;
 use crate::names::{ReleaseReply, RequestReply};
 use crate::peer::PeerId;
+use crate::policy::own_denied_text;
 
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
 const PEER: &str = "org.freedesktop.DBus.Peer";
+const MONITORING: &str = "org.freedesktop.DBus.Monitoring";
+const STATS: &str = "org.freedesktop.DBus.Debug.Stats";
 
 /// What `Features` lists.
 const FEATURES: &[&str] = &["HeaderFiltering"];
 /// Optional interfaces the driver implements beyond the core one (`Interfaces` property).
-const EXTRA_INTERFACES: &[&str] = &[];
+const EXTRA_INTERFACES: &[&str] = &[MONITORING, STATS];
 
 /// One driver method.
 struct Method {
@@ -82,16 +85,27 @@ const METHODS: &[Method] = &[
     m(PROPERTIES, "GetAll", "s", "a{sv}"),
     m(PROPERTIES, "Set", "ssv", ""),
     m(INTROSPECTABLE, "Introspect", "", "s"),
+    m(MONITORING, "BecomeMonitor", "asu", ""),
+    m(STATS, "GetStats", "", "a{sv}"),
+    m(STATS, "GetConnectionStats", "s", "a{sv}"),
+    m(STATS, "GetAllMatchRules", "", "a{sas}"),
     m(PEER, "GetMachineId", "", "s"),
     m(PEER, "Ping", "", ""),
 ];
 
 /// Interfaces in introspection order.
-const INTERFACES: &[&str] = &[DRIVER_INTERFACE, PROPERTIES, INTROSPECTABLE, PEER];
+const INTERFACES: &[&str] = &[
+    DRIVER_INTERFACE,
+    PROPERTIES,
+    INTROSPECTABLE,
+    MONITORING,
+    STATS,
+    PEER,
+];
 
 /// Whether `interface` answers on object paths other than the canonical one.
 fn answers_anywhere(interface: &str) -> bool {
-    interface != PROPERTIES
+    !matches!(interface, PROPERTIES | MONITORING | STATS)
 }
 
 /// A refusal: error name and text.
@@ -277,6 +291,16 @@ impl Bus {
             (DRIVER_INTERFACE, "AddMatch") => {
                 let text = arg_str(&mut args)?;
                 let rule = MatchRule::parse(text).map_err(|e| (e.error_name(), e.to_string()))?;
+                let limit = self.config.limits.max_match_rules_per_connection;
+                if self.matches.count(from) as u64 >= limit {
+                    let text = format!(
+                        "Connection \"{}\" is not allowed to add more match rules (increase \
+                         limits in configuration file if required; \
+                         max_match_rules_per_connection={limit})",
+                        self.unique_or_empty(from)
+                    );
+                    return Err((error::LIMITS_EXCEEDED, text));
+                }
                 self.matches.add(from, rule);
                 empty
             }
@@ -416,6 +440,104 @@ impl Bus {
                 Ok(Some(reply.body("s", |w| w.string(&id)).into()))
             }
             (PEER, "Ping") => empty,
+            (MONITORING, "BecomeMonitor") => {
+                self.privileged(from, "BecomeMonitor")?;
+                let texts = args.read_str_array().map_err(bad_args)?;
+                let rules = texts
+                    .iter()
+                    .map(|t| MatchRule::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| (e.error_name(), e.to_string()))?;
+                if !msg.flags().no_reply_expected() {
+                    let unique = self.unique_or_empty(from).to_owned();
+                    self.send_driver(from, reply.destination(&unique));
+                }
+                self.become_monitor(from, rules);
+                Ok(None)
+            }
+            (STATS, "GetStats") => {
+                let serial_now = self.serial_counter();
+                let (peers, rules, names) = (
+                    self.peers.registered().count() as u32,
+                    self.matches.len() as u32,
+                    self.names.count() as u32,
+                );
+                Ok(Some(
+                    reply
+                        .body("a{sv}", |w| {
+                            w.array("{sv}", |w| {
+                                entry(w, "Serial", "u", |w| w.u32(serial_now));
+                                entry(w, "ActiveConnections", "u", |w| w.u32(peers));
+                                entry(w, "MatchRules", "u", |w| w.u32(rules));
+                                entry(w, "BusNames", "u", |w| w.u32(names));
+                            })
+                        })
+                        .into(),
+                ))
+            }
+            (STATS, "GetConnectionStats") => {
+                let name = arg_str(&mut args)?;
+                let target = self.connection(name, "statistics")?.ok_or_else(|| {
+                    (error::FAILED, "The bus has no connection statistics".into())
+                })?;
+                let Some(p) = self.peers.get(target) else {
+                    return Err(no_such_name(name, "statistics"));
+                };
+                let unique = p.unique.clone().unwrap_or_default();
+                let st = p.stats;
+                let names = p.names.len() as u32;
+                let rules = self.matches.count(target) as u32;
+                let serial_now = self.serial_counter();
+                Ok(Some(
+                    reply
+                        .body("a{sv}", |w| {
+                            w.array("{sv}", |w| {
+                                entry(w, "Serial", "u", |w| w.u32(serial_now));
+                                entry(w, "UniqueName", "s", |w| w.string(&unique));
+                                entry(w, "MatchRules", "u", |w| w.u32(rules));
+                                entry(w, "BusNames", "u", |w| w.u32(names));
+                                let counters = [
+                                    ("IncomingMessages", st.incoming_messages),
+                                    ("IncomingBytes", st.incoming_bytes),
+                                    ("OutgoingMessages", st.outgoing_messages),
+                                    ("OutgoingBytes", st.outgoing_bytes),
+                                ];
+                                for (key, v) in counters {
+                                    let v = u32::try_from(v).unwrap_or(u32::MAX);
+                                    entry(w, key, "u", |w| w.u32(v));
+                                }
+                            })
+                        })
+                        .into(),
+                ))
+            }
+            (STATS, "GetAllMatchRules") => {
+                let mut all: Vec<(String, Vec<String>)> = self
+                    .peers
+                    .registered()
+                    .filter_map(|(id, p)| {
+                        let rules: Vec<String> =
+                            self.matches.rules(id).map(ToString::to_string).collect();
+                        let unique = p.unique.as_deref()?.to_owned();
+                        (!rules.is_empty()).then_some((unique, rules))
+                    })
+                    .collect();
+                all.sort();
+                Ok(Some(
+                    reply
+                        .body("a{sas}", |w| {
+                            w.array("{sas}", |w| {
+                                for (unique, rules) in &all {
+                                    w.dict_entry(|w| {
+                                        w.string(unique);
+                                        string_array(w, rules);
+                                    });
+                                }
+                            })
+                        })
+                        .into(),
+                ))
+            }
             _ => {
                 let text = format!("{DRIVER_NAME} does not understand message {}", method.name);
                 Err((error::UNKNOWN_METHOD, text))
@@ -449,6 +571,21 @@ impl Bus {
                  because it is reserved for D-Bus' use only"
             );
             return Err((error::INVALID_ARGS, text));
+        }
+        let Some(peer) = self.peers.get(from) else {
+            return Err((error::FAILED, "The caller is gone".into()));
+        };
+        let unique = peer.unique.as_deref().unwrap_or("");
+        if !peer.policy.check_own(name).allowed {
+            return Err((error::ACCESS_DENIED, own_denied_text(unique, name)));
+        }
+        let limit = self.config.limits.max_names_per_connection;
+        if peer.names.len() as u64 >= limit && !peer.names.iter().any(|n| &**n == name) {
+            let text = format!(
+                "Connection \"{unique}\" is not allowed to own more services (increase limits \
+                 in configuration file if required; max_names_per_connection={limit})"
+            );
+            return Err((error::LIMITS_EXCEEDED, text));
         }
         let (result, change) = self.names.request(name, from, flags);
         self.sync_membership(from, name);
@@ -504,6 +641,24 @@ impl Bus {
         }
     }
 
+    /// The caller's unique name ("" if it has none).
+    fn unique_or_empty(&self, id: PeerId) -> &str {
+        self.peers
+            .get(id)
+            .and_then(|p| p.unique.as_deref())
+            .unwrap_or("")
+    }
+
+    /// Only root and the bus's own user may call `method`.
+    fn privileged(&self, from: PeerId, method: &str) -> Result<(), Refusal> {
+        let uid = self.peers.get(from).map(|p| p.creds.uid);
+        if uid == Some(0) || uid == Some(self.config.bus_uid) {
+            return Ok(());
+        }
+        let text = format!("The caller of {method} is not privileged on this bus");
+        Err((error::ACCESS_DENIED, text))
+    }
+
     /// The unique name a bus name resolves to.
     fn unique_of(&self, name: &str) -> Option<String> {
         let id = self.resolve(name)?;
@@ -517,10 +672,7 @@ impl Bus {
         }
         match self.resolve(name) {
             Some(id) => Ok(Some(id)),
-            None => {
-                let text = format!("Could not get {what} of name '{name}': no such name");
-                Err((error::NAME_HAS_NO_OWNER, text))
-            }
+            None => Err(no_such_name(name, what)),
         }
     }
 
@@ -683,6 +835,11 @@ fn property(iface: &str, prop: &str) -> Result<&'static [&'static str], Refusal>
             format!("Property \"{iface}.{prop}\" not found"),
         )),
     }
+}
+
+fn no_such_name(name: &str, what: &str) -> Refusal {
+    let text = format!("Could not get {what} of name '{name}': no such name");
+    (error::NAME_HAS_NO_OWNER, text)
 }
 
 fn unknown_interface(iface: &str) -> Refusal {

@@ -19,6 +19,7 @@
 //! drive it deterministically without sockets (see the `harness` module in the tests).
 #![warn(missing_docs)]
 
+mod access;
 mod bus;
 mod driver;
 pub mod match_rule;

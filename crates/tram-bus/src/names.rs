@@ -166,8 +166,7 @@ impl NameRegistry {
     }
 
     /// How many names have an owner.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.names.len()
     }
 }
@@ -272,7 +271,7 @@ mod tests {
             (ReleaseReply::Released, change("a.b", Some(2), None))
         );
         assert_eq!(reg.primary_owner("a.b"), None);
-        assert_eq!(reg.len(), 0);
+        assert_eq!(reg.count(), 0);
     }
 
     #[test]

@@ -291,22 +291,9 @@ const KNOWN_GAPS: &[(&str, Gap)] = &[
     // Service files and activation: ListActivatableNames lists only the driver until then.
     ("ListActivatableNames()", Gap::Mask),
     ("ActivatableServicesChanged", Gap::Drop),
-    // Monitoring and Debug.Stats, which the Features and Interfaces properties advertise.
-    (
-        "Properties.Get(\"org.freedesktop.DBus\", \"Features\")",
-        Gap::Mask,
-    ),
-    (
-        "Properties.Get(\"org.freedesktop.DBus\", \"Interfaces\")",
-        Gap::Mask,
-    ),
+    // The ActivatableServicesChanged feature, which Features and GetAll report.
+    ("Properties.Get(\"org.freedesktop.DBus\", \"Features\")", Gap::Mask),
     ("Properties.GetAll(\"org.freedesktop.DBus\")", Gap::Mask),
-    ("org.freedesktop.DBus.Monitoring", Gap::Drop),
-    ("org.freedesktop.DBus.Debug.Stats", Gap::Drop),
-    ("name=\"BecomeMonitor\"", Gap::Drop),
-    ("name=\"GetStats\"", Gap::Drop),
-    ("name=\"GetConnectionStats\"", Gap::Drop),
-    ("name=\"GetAllMatchRules\"", Gap::Drop),
 ];
 
 #[derive(Clone, Copy)]

@@ -179,6 +179,11 @@ impl MatchRule {
     pub fn eavesdrop(&self) -> bool {
         self.eavesdrop
     }
+    /// The same rule with `eavesdrop='true'`, as monitors' rules are always treated.
+    pub fn eavesdropping(mut self) -> MatchRule {
+        self.eavesdrop = true;
+        self
+    }
     /// The argument conditions, by increasing index.
     pub fn args(&self) -> &[ArgMatch] {
         &self.args
