@@ -23,14 +23,22 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::with(
+            tram_bus::policy::Policy::session(),
+            tram_bus::Limits::session(),
+        )
+    }
+
+    /// A bus with this policy and these limits.
+    pub fn with(policy: tram_bus::policy::Policy, limits: tram_bus::Limits) -> Harness {
         let config = BusConfig {
             guid: "0123456789abcdef0123456789abcdef".into(),
             machine_id: "fedcba9876543210fedcba9876543210".into(),
             bus_type: "session".into(),
-            bus_uid: 0,
+            bus_uid: 1000,
             bus_pid: 1,
-            policy: tram_bus::policy::Policy::session(),
-            limits: tram_bus::Limits::session(),
+            policy,
+            limits,
         };
         Harness {
             bus: Bus::new(config),
