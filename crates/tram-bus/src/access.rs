@@ -107,6 +107,39 @@ impl Bus {
         Ok(())
     }
 
+    /// The send check for a message to `name`, which nobody owns yet (it is being activated):
+    /// the name alone stands for the receiver, as with dbus-daemon.
+    pub(crate) fn access_to_name(
+        &self,
+        from: PeerId,
+        name: &str,
+        msg: &Message,
+    ) -> Result<(), String> {
+        let (Some(kind), Some(sender)) = (
+            MessageKind::from_wire(msg.message_type()),
+            self.peers.get(from),
+        ) else {
+            return Ok(());
+        };
+        let receiver = [name];
+        let check = SendCheck {
+            message_type: kind,
+            path: msg.path(),
+            interface: msg.interface(),
+            member: msg.member(),
+            error_name: msg.error_name(),
+            has_destination: true,
+            receiver: &receiver,
+            requested_reply: false,
+            unix_fds: msg.unix_fds(),
+        };
+        if sender.policy.check_send(&check).allowed {
+            return Ok(());
+        }
+        let matched = sender.policy.send_matches(&check);
+        Err(self.rejection(RejectionKind::Send, matched, Some(sender), None, msg, false))
+    }
+
     fn rejection(
         &self,
         kind: RejectionKind,

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tram_wire::{MAX_MESSAGE_LEN, Message, MessageBuilder, MessageType, Outgoing};
 
+use crate::activation::{ActivationRequest, Activations};
 use crate::match_rule::{MatchIndex, MatchRule, NameOwners};
 use crate::names::{NameRegistry, OwnerChange};
 use crate::peer::{Credentials, PeerId, TxQueue};
@@ -52,6 +53,7 @@ pub(crate) mod error {
     pub(crate) const UNKNOWN_PROPERTY: &str = "org.freedesktop.DBus.Error.UnknownProperty";
     pub(crate) const PROPERTY_READ_ONLY: &str = "org.freedesktop.DBus.Error.PropertyReadOnly";
     pub(crate) const MATCH_RULE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.MatchRuleNotFound";
+    pub(crate) const TIMED_OUT: &str = "org.freedesktop.DBus.Error.TimedOut";
     pub(crate) const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
     pub(crate) const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
     pub(crate) const UNIX_PROCESS_ID_UNKNOWN: &str =
@@ -77,6 +79,9 @@ pub struct BusConfig {
     pub bus_pid: u32,
     /// Who may connect, send, receive and own what.
     pub policy: Policy,
+    /// Start services through systemd where their service file names a unit
+    /// (`--systemd-activation`).
+    pub systemd_activation: bool,
     /// Per-connection limits the bus enforces.
     pub limits: Limits,
 }
@@ -101,6 +106,10 @@ pub struct Limits {
     pub max_replies_per_connection: u64,
     /// How long a call waits for its reply before the bus answers NoReply (`None`: forever).
     pub reply_timeout: Option<Duration>,
+    /// How long a service may take to own its name once asked to start.
+    pub service_start_timeout: Duration,
+    /// How many services may be starting at once.
+    pub max_pending_service_starts: u64,
 }
 
 impl Default for Limits {
@@ -115,6 +124,8 @@ impl Default for Limits {
             max_match_rules_per_connection: 512,
             max_replies_per_connection: 128,
             reply_timeout: Some(Duration::from_secs(5 * 60)),
+            service_start_timeout: Duration::from_secs(25),
+            max_pending_service_starts: 10_000,
         }
     }
 }
@@ -131,6 +142,8 @@ impl Limits {
             max_match_rules_per_connection: 50_000,
             max_replies_per_connection: 50_000,
             reply_timeout: None,
+            service_start_timeout: Duration::from_secs(120),
+            max_pending_service_starts: 10_000,
         }
     }
 }
@@ -150,6 +163,9 @@ pub enum Action {
     /// A peer called ReloadConfig: read the configuration again and answer with
     /// [`Bus::finish_reload`], passing this token back.
     Reload(ReloadToken),
+    /// Start a service directly (run its `Exec`); report failure with
+    /// [`Bus::activation_failed`]. Success shows as the service owning its name.
+    Activate(ActivationRequest),
 }
 
 /// Identifies the ReloadConfig call a reload answers.
@@ -172,6 +188,10 @@ pub struct Bus {
     replies: Replies,
     /// The rules of monitor connections (BecomeMonitor), all eavesdropping.
     monitors: MatchIndex,
+    /// Services the bus can start, and names being started.
+    pub(crate) activations: Activations,
+    /// The time of the event being handled.
+    pub(crate) now: Instant,
     actions: VecDeque<Action>,
     dirty: Vec<PeerId>,
     serial: u32,
@@ -236,6 +256,8 @@ impl Bus {
             activation_env: BTreeMap::new(),
             replies: Replies::default(),
             monitors: MatchIndex::default(),
+            activations: Activations::default(),
+            now: Instant::now(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
             serial: 0,
@@ -244,7 +266,8 @@ impl Bus {
     }
 
     /// A connection finished authentication. `unix_fds` says whether it negotiated fd passing.
-    pub fn connect(&mut self, _now: Instant, creds: Credentials, unix_fds: bool) -> PeerId {
+    pub fn connect(&mut self, now: Instant, creds: Credentials, unix_fds: bool) -> PeerId {
+        self.now = now;
         let policy = self.connection_policy(&creds);
         self.peers.insert(Peer {
             policy,
@@ -263,6 +286,7 @@ impl Bus {
 
     /// A validated message arrived from `peer`.
     pub fn handle_message(&mut self, now: Instant, from: PeerId, msg: Message) {
+        self.now = now;
         let Some(peer) = self.peers.get_mut(from) else {
             return;
         };
@@ -331,13 +355,16 @@ impl Bus {
     }
 
     /// `peer`'s connection is gone (hung up, or sent something invalid).
-    pub fn disconnect(&mut self, _now: Instant, peer: PeerId) {
+    pub fn disconnect(&mut self, now: Instant, peer: PeerId) {
+        self.now = now;
         self.remove_peer(peer);
     }
 
     /// The time returned by [`Bus::poll_timeout`] has come: calls whose reply_timeout passed
     /// are answered with NoReply.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.expire_activations(now);
         for (caller, serial) in self.replies.expire(now) {
             self.no_reply(
                 caller,
@@ -351,7 +378,13 @@ impl Bus {
 
     /// When the bus next needs [`Bus::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.replies.next_deadline()
+        match (
+            self.replies.next_deadline(),
+            self.activations.next_deadline(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next action for the I/O layer.
@@ -474,7 +507,14 @@ impl Bus {
         self.driver_signal_to(from, "NameAcquired", &unique);
     }
 
-    fn unicast(&mut self, now: Instant, from: PeerId, dest: &str, msg: Message) {
+    pub(crate) fn unicast(&mut self, now: Instant, from: PeerId, dest: &str, msg: Message) {
+        let auto_start = !msg.flags().no_auto_start();
+        if auto_start && self.activations.provides(dest) && self.resolve(dest).is_none() {
+            if let Err(text) = self.access_to_name(from, dest, &msg) {
+                return self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+            }
+            return self.activate_for_message(from, dest, msg);
+        }
         let Some(to) = self.resolve(dest) else {
             // As dbus-daemon: the auto-start flag alone decides, whatever the message type.
             if !msg.flags().no_auto_start() {
@@ -676,9 +716,14 @@ impl Bus {
                 w.string(new);
             })
             .build(serial);
+        self.broadcast_from_driver(&msg);
+    }
+
+    /// Broadcasts a signal the driver built (monitors see it once).
+    pub(crate) fn broadcast_from_driver(&mut self, msg: &Message) {
         let out = Arc::new(msg.to_outgoing());
-        self.capture(None, &msg, &out);
-        self.broadcast(None, &msg, &out);
+        self.capture(None, msg, &out);
+        self.broadcast(None, msg, &out);
     }
 
     /// Turns an ownership change into signals, in dbus-daemon's order: NameLost to the old
@@ -697,6 +742,7 @@ impl Bus {
         self.name_owner_changed(&change.name, &old, &new);
         if let Some(new) = change.new {
             self.driver_signal_to(new, "NameAcquired", &change.name);
+            self.activation_done(&change.name);
         }
     }
 
@@ -770,7 +816,7 @@ impl Bus {
         self.serial
     }
 
-    fn next_serial(&mut self) -> u32 {
+    pub(crate) fn next_serial(&mut self) -> u32 {
         self.serial = self.serial.checked_add(1).unwrap_or(1);
         self.serial
     }

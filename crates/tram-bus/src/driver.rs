@@ -29,7 +29,7 @@ const MONITORING: &str = "org.freedesktop.DBus.Monitoring";
 const STATS: &str = "org.freedesktop.DBus.Debug.Stats";
 
 /// What `Features` lists.
-const FEATURES: &[&str] = &["HeaderFiltering"];
+const FEATURES: &[&str] = &["ActivatableServicesChanged", "HeaderFiltering"];
 /// Optional interfaces the driver implements beyond the core one (`Interfaces` property).
 const EXTRA_INTERFACES: &[&str] = &[MONITORING, STATS];
 
@@ -129,6 +129,9 @@ impl From<MessageBuilder> for Reply {
 impl Bus {
     /// Handles a message addressed to `org.freedesktop.DBus`.
     pub(crate) fn driver_call(&mut self, _now: Instant, from: PeerId, msg: &Message) {
+        if msg.message_type() == MessageType::Signal {
+            return self.systemd_signal(from, msg);
+        }
         if msg.message_type() != MessageType::MethodCall {
             return;
         }
@@ -236,9 +239,17 @@ impl Bus {
             }
             (DRIVER_INTERFACE, "StartServiceByName") => {
                 // As with dbus-daemon, a name no service file provides is unknown even while
-                // it has an owner; this bus has no service files yet.
+                // it has an owner.
                 let name = arg_str(&mut args)?;
-                Err(service_unknown(name))
+                if !self.activations.provides(name) {
+                    return Err(service_unknown(name));
+                }
+                if self.resolve(name).is_some() {
+                    // DBUS_START_REPLY_ALREADY_RUNNING
+                    return Ok(Some(reply.body("u", |w| w.u32(2)).into()));
+                }
+                self.activate_for_start(from, name, serial)?;
+                Ok(None)
             }
             (DRIVER_INTERFACE, "UpdateActivationEnvironment") => {
                 if msg.path() != Some(DRIVER_PATH) {
@@ -285,9 +296,11 @@ impl Bus {
                 list.extend(self.names.names().map(str::to_owned));
                 Ok(Some(reply.body("as", |w| string_array(w, &list)).into()))
             }
-            (DRIVER_INTERFACE, "ListActivatableNames") => Ok(Some(
-                reply.body("as", |w| string_array(w, &[DRIVER_NAME])).into(),
-            )),
+            (DRIVER_INTERFACE, "ListActivatableNames") => {
+                let mut list = vec![DRIVER_NAME.to_owned()];
+                list.extend(self.activations.names().map(str::to_owned));
+                Ok(Some(reply.body("as", |w| string_array(w, &list)).into()))
+            }
             (DRIVER_INTERFACE, "AddMatch") => {
                 let text = arg_str(&mut args)?;
                 let rule = MatchRule::parse(text).map_err(|e| (e.error_name(), e.to_string()))?;
@@ -767,6 +780,7 @@ pub fn introspect(path: &str) -> String {
                     ("NameOwnerChanged", 3),
                     ("NameLost", 1),
                     ("NameAcquired", 1),
+                    ("ActivatableServicesChanged", 0),
                 ] {
                     let _ = writeln!(xml, "    <signal name=\"{signal}\">");
                     for _ in 0..args {

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod activation;
 mod bus;
 mod driver;
 pub mod match_rule;
@@ -28,6 +29,7 @@ mod peer;
 pub mod policy;
 mod replies;
 
+pub use activation::{ActivationRequest, Service};
 pub use bus::{Action, Bus, BusConfig, Limits, ReloadToken};
 pub use driver::introspect;
 pub use peer::{Credentials, PeerId, TxQueue};

@@ -96,6 +96,7 @@ pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
             .get()
             .unsigned_abs(),
         policy: tram_bus::policy::Policy::session(),
+        systemd_activation: false,
         limits: tram_bus::Limits::session(),
     });
     let mut event_loop = EventLoop::new(bus, listeners, signals, sasl, config.limits.clone())

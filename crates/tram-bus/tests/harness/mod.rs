@@ -19,6 +19,8 @@ pub struct Harness {
     inboxes: HashMap<PeerId, VecDeque<Message>>,
     serials: HashMap<PeerId, u32>,
     pub disconnected: Vec<(PeerId, String)>,
+    /// What the bus asked to start, oldest first.
+    pub activations: Vec<tram_bus::ActivationRequest>,
 }
 
 impl Harness {
@@ -38,6 +40,7 @@ impl Harness {
             bus_uid: 1000,
             bus_pid: 1,
             policy,
+            systemd_activation: false,
             limits,
         };
         Harness {
@@ -46,6 +49,7 @@ impl Harness {
             inboxes: HashMap::new(),
             serials: HashMap::new(),
             disconnected: Vec::new(),
+            activations: Vec::new(),
         }
     }
 
@@ -142,6 +146,7 @@ impl Harness {
                     self.inboxes.remove(&peer);
                     self.disconnected.push((peer, reason));
                 }
+                Action::Activate(request) => self.activations.push(request),
                 Action::Reload(token) => {
                     let config = self.bus.config().clone();
                     self.bus.finish_reload(token, Ok(config));
