@@ -193,6 +193,8 @@ pub struct Bus {
     /// The time of the event being handled.
     pub(crate) now: Instant,
     actions: VecDeque<Action>,
+    /// Peers whose queue overflowed, to disconnect.
+    stalled: Vec<PeerId>,
     dirty: Vec<PeerId>,
     serial: u32,
     /// Reused for each broadcast's receiver set.
@@ -226,6 +228,8 @@ pub(crate) struct Peer {
     dirty: bool,
     /// Going away: nothing more is queued for it.
     leaving: bool,
+    /// Its queue overflowed; it is disconnected at the next `poll_action`.
+    stalled: bool,
     /// Every well-known name in whose queue this peer stands, oldest first.
     pub(crate) names: Vec<Box<str>>,
     /// The policy rules that apply to this connection, built when it connected.
@@ -259,6 +263,7 @@ impl Bus {
             activations: Activations::default(),
             now: Instant::now(),
             actions: VecDeque::new(),
+            stalled: Vec::new(),
             dirty: Vec::new(),
             serial: 0,
             receivers: Vec::new(),
@@ -280,6 +285,7 @@ impl Bus {
             tx: TxQueue::default(),
             dirty: false,
             leaving: false,
+            stalled: false,
             names: Vec::new(),
         })
     }
@@ -389,6 +395,17 @@ impl Bus {
 
     /// The next action for the I/O layer.
     pub fn poll_action(&mut self) -> Option<Action> {
+        while self.actions.is_empty() {
+            let Some(peer) = self.stalled.pop() else {
+                break;
+            };
+            let limit = self.config.limits.max_outgoing_bytes;
+            let reason = format!(
+                "it does not read its messages: its queue would exceed max_outgoing_bytes \
+                 ({limit})"
+            );
+            self.kick(peer, reason);
+        }
         self.actions.pop_front()
     }
 
@@ -556,8 +573,10 @@ impl Bus {
         let Some(out) = self.stamp(from, &msg) else {
             return;
         };
+        // A full queue refuses calls and signals; a reply goes through `push`, which
+        // disconnects a caller that does not read its replies.
         let limit = self.config.limits.max_outgoing_bytes;
-        if queued + out.len() as u64 > limit {
+        if !is_reply && queued + out.len() as u64 > limit {
             let text = format!(
                 "The message queue of {dest} is full (max_outgoing_bytes={limit}): it is not \
                  reading its messages"
@@ -825,7 +844,15 @@ impl Bus {
         let Some(peer) = self.peers.get_mut(to) else {
             return;
         };
-        if peer.leaving {
+        if peer.leaving || peer.stalled {
+            return;
+        }
+        let limit = self.config.limits.max_outgoing_bytes;
+        if (peer.tx.bytes() + out.len()) as u64 > limit {
+            // A receiver that does not read is disconnected rather than let the bus grow: the
+            // message is not queued, and the peer goes at the next `poll_action`.
+            peer.stalled = true;
+            self.stalled.push(to);
             return;
         }
         peer.stats.outgoing_messages += 1;

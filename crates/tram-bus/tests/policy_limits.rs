@@ -306,3 +306,49 @@ fn debug_stats_answer() {
     let s = h.send(a, call(DRIVER, DRIVER_PATH, Some(stats), "GetStats"));
     assert_eq!(h.reply_to(a, s).signature(), "a{sv}");
 }
+
+#[test]
+fn a_full_queue_refuses_calls_and_disconnects_a_stalled_broadcast_receiver() {
+    let limits = Limits {
+        max_outgoing_bytes: 4096,
+        ..Limits::session()
+    };
+    let mut h = Harness::with(Policy::session(), limits);
+    let (a, _) = h.client();
+    let (slow, slow_name) = h.client();
+    let (quick, _) = h.client();
+    for peer in [slow, quick] {
+        assert_eq!(
+            error_of(&h.driver(peer, "AddMatch", "s", |w| w.string("member='Tick'"))),
+            ""
+        );
+    }
+    // `slow` never reads: the harness only drains when asked, so stop draining it.
+    h.ignore(slow);
+    let payload = vec![0u8; 1500];
+    let big = |w: &mut tram_wire::BodyWriter| w.byte_array(&payload);
+    let mut refused = None;
+    for _ in 0..4 {
+        let s = h.send(a, call(&slow_name, "/", None, "Big").body("ay", big));
+        if let Some(m) = h.take(a).into_iter().find(|m| m.reply_serial() == Some(s)) {
+            refused = Some(error_of(&m).to_owned());
+            break;
+        }
+    }
+    assert_eq!(
+        refused.as_deref(),
+        Some("org.freedesktop.DBus.Error.LimitsExceeded")
+    );
+    for _ in 0..4 {
+        h.send(a, signal("/", "org.example.I", "Tick").body("ay", big));
+    }
+    assert!(
+        h.disconnected
+            .iter()
+            .any(|(p, why)| *p == slow && why.contains("max_outgoing_bytes"))
+    );
+    assert!(
+        !h.take(quick).is_empty(),
+        "the reading subscriber still gets the broadcasts"
+    );
+}

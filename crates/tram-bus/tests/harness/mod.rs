@@ -21,6 +21,8 @@ pub struct Harness {
     pub disconnected: Vec<(PeerId, String)>,
     /// What the bus asked to start, oldest first.
     pub activations: Vec<tram_bus::ActivationRequest>,
+    /// Peers that never read: what the bus queues for them stays queued.
+    stalled: Vec<PeerId>,
 }
 
 impl Harness {
@@ -50,6 +52,7 @@ impl Harness {
             serials: HashMap::new(),
             disconnected: Vec::new(),
             activations: Vec::new(),
+            stalled: Vec::new(),
         }
     }
 
@@ -132,6 +135,11 @@ impl Harness {
         self.take(peer).iter().map(describe).collect()
     }
 
+    /// From now on `peer` reads nothing: its queue only grows.
+    pub fn ignore(&mut self, peer: PeerId) {
+        self.stalled.push(peer);
+    }
+
     pub fn disconnect(&mut self, peer: PeerId) {
         self.bus.disconnect(self.now, peer);
         self.inboxes.remove(&peer);
@@ -157,6 +165,9 @@ impl Harness {
         let mut dirty = Vec::new();
         self.bus.take_dirty(&mut dirty);
         for peer in dirty {
+            if self.stalled.contains(&peer) {
+                continue;
+            }
             let Some(q) = self.bus.tx_queue(peer) else {
                 continue;
             };
