@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod built;
+pub mod daemon;
 pub mod raw;
 pub mod service;
 pub mod value;
