@@ -87,7 +87,8 @@ pub(crate) struct Binaries {
 /// journal socket stand-in. Dropping it removes the stand-in.
 pub(crate) struct Setup {
     found: Vec<(BusKind, Binaries)>,
-    journal: Option<JournalStandIn>,
+    /// Kept for its drop, which removes the socket; it outlives every bus.
+    _journal: Option<JournalStandIn>,
     subreaper: bool,
     serial: AtomicU32,
 }
@@ -124,7 +125,7 @@ impl Setup {
         }
         Setup {
             found,
-            journal,
+            _journal: journal,
             subreaper,
             serial: AtomicU32::new(0),
         }
@@ -180,13 +181,6 @@ impl Setup {
     }
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        // The stand-in outlives every bus: buses are dropped inside the workloads.
-        drop(self.journal.take());
-    }
-}
-
 /// A running bus, its process group killed and reaped on drop.
 pub(crate) struct RunningBus {
     child: Child,
@@ -198,7 +192,7 @@ pub(crate) struct RunningBus {
     dir: PathBuf,
     /// Keeps the process group, the directory and the adopted broker registered for cleanup on
     /// an interruption; dropped after `drop` has cleaned them up.
-    _registered: Vec<Registered>,
+    registered: Vec<Registered>,
     /// The address clients connect to.
     pub(crate) address: String,
     /// From exec to the address printed, for buses that print one.
@@ -270,10 +264,17 @@ impl RunningBus {
             .split_first()
             .ok_or_else(|| io::Error::other("empty command line"))?;
         let mut cmd = Command::new(program);
+        // Only the address is read from standard output; a bus that prints none gets no pipe
+        // it could fill.
+        let stdout = if kind.prints_address() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         cmd.args(args)
             .envs(cmd_env)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .process_group(0);
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
@@ -306,7 +307,7 @@ impl RunningBus {
             adopted: None,
             subreaper: setup.subreaper,
             dir,
-            _registered: vec![dir_registered, group_registered],
+            registered: vec![dir_registered, group_registered],
             address,
             address_after: None,
             hello_after: Duration::ZERO,
@@ -333,7 +334,7 @@ impl RunningBus {
             let broker = find_child(bus.measured, "dbus-broker", deadline)?;
             bus.measured = broker;
             bus.adopted = Some(broker);
-            bus._registered.push(Registered::new(Item::Process(broker)));
+            bus.registered.push(Registered::new(Item::Process(broker)));
         }
         Ok(bus)
     }
