@@ -19,6 +19,7 @@ mod error;
 mod limits;
 mod parse;
 mod rule;
+pub mod service;
 mod servicedirs;
 mod users;
 
@@ -28,6 +29,7 @@ use tram_bus::policy::Policy;
 
 pub use error::{ConfigError, ConfigWarning, ErrorKind};
 pub use limits::{LIMITS, LimitInfo, LimitUnit, Limits, limit_info};
+pub use service::{ServiceError, ServiceErrorKind, ServiceFile};
 pub use servicedirs::{ServiceDir, ServiceDirSpec, XdgDirs};
 pub use users::{SystemUsers, UserDb, UserEntry, UserTable};
 
