@@ -386,6 +386,17 @@ impl Daemon {
         Ok(c)
     }
 
+    /// Like [`Daemon::raw`], reporting how the bus refused instead of panicking.
+    ///
+    /// # Errors
+    /// The handshake or Hello failed: what happened.
+    pub fn try_raw(&self) -> Result<RawClient, String> {
+        let mut c = self.raw_unauthenticated();
+        handshake(&mut c, rustix::process::getuid().as_raw())?;
+        try_hello(&mut c)?;
+        Ok(c)
+    }
+
     /// A connection as `ids` that has only connected.
     ///
     /// # Errors
