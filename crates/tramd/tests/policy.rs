@@ -125,9 +125,11 @@ impl World {
     }
 
     /// Every message each connected client received up to a round trip, driver signals left
-    /// out.
-    fn settle_all(&mut self) -> Vec<(char, Vec<Msg>)> {
+    /// out. `first`, the client that just sent something, goes first: its round trip ensures
+    /// the bus has routed what it sent before the others' round trips begin.
+    fn settle_all(&mut self, first: char) -> Vec<(char, Vec<Msg>)> {
         let mut out = Vec::new();
+        self.clients.sort_by_key(|(l, _)| *l != first);
         for (label, c) in &mut self.clients {
             let msgs = settle(c)
                 .into_iter()
@@ -196,7 +198,7 @@ impl World {
         }
         let caller = self.unique(from);
         let serial = send(self.must(from), msg, opts.fds);
-        let seen = self.settle_all();
+        let seen = self.settle_all(from);
         let mut outcome = None;
         let mut callee = None;
         for (label, msgs) in &seen {
@@ -232,7 +234,7 @@ impl World {
                     .unwrap_or_else(|| unreachable!());
                 let callee_client = self.must(label);
                 let reply_serial = callee_client.send(&call);
-                let after = self.settle_all();
+                let after = self.settle_all(label);
                 let refused = after.iter().any(|(l, msgs)| {
                     *l == label
                         && msgs
@@ -273,7 +275,7 @@ impl World {
         }
         let sender = self.unique(from);
         let serial = send(self.must(from), msg, opts.fds);
-        let seen = self.settle_all();
+        let seen = self.settle_all(from);
         let mut denied = false;
         let mut receivers = Vec::new();
         for (label, msgs) in &seen {
@@ -312,7 +314,7 @@ impl World {
         };
         let sender = self.unique(from);
         let serial = send(self.must(from), msg, 0);
-        let seen = self.settle_all();
+        let seen = self.settle_all(from);
         let mut refused = false;
         let mut delivered = false;
         for (label, msgs) in &seen {
