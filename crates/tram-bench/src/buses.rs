@@ -33,6 +33,8 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub(crate) enum BusKind {
     /// This project's bus.
     Tramd,
+    /// Another build of tramd to compare with (`--baseline`), such as the last release.
+    TramdBaseline,
     /// The reference implementation.
     DbusDaemon,
     /// The bus of systemd-based distributions, started through its launcher.
@@ -45,6 +47,7 @@ impl BusKind {
     /// Every kind, tramd first.
     pub(crate) const ALL: &'static [BusKind] = &[
         BusKind::Tramd,
+        BusKind::TramdBaseline,
         BusKind::DbusDaemon,
         BusKind::DbusBroker,
         BusKind::Busd,
@@ -54,6 +57,7 @@ impl BusKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             BusKind::Tramd => "tramd",
+            BusKind::TramdBaseline => "tramd-base",
             BusKind::DbusDaemon => "dbus-daemon",
             BusKind::DbusBroker => "dbus-broker",
             BusKind::Busd => "busd",
@@ -63,6 +67,11 @@ impl BusKind {
     /// The kind called `name` on the command line.
     pub(crate) fn from_name(name: &str) -> Option<BusKind> {
         BusKind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Whether it is one of the other buses (not a build of tramd).
+    pub(crate) fn is_peer(self) -> bool {
+        !matches!(self, BusKind::Tramd | BusKind::TramdBaseline)
     }
 
     /// Whether the bus prints its address once it listens (dbus-broker's socket is bound by
@@ -95,8 +104,9 @@ pub(crate) struct Setup {
 
 impl Setup {
     /// Looks for the buses in `wanted`, reporting on stderr those that are missing, and prepares
-    /// the process environment (file limit, child subreaper, journal socket).
-    pub(crate) fn new(wanted: &[BusKind]) -> Setup {
+    /// the process environment (file limit, child subreaper, journal socket). `baseline` is the
+    /// tramd binary that [`BusKind::TramdBaseline`] runs.
+    pub(crate) fn new(wanted: &[BusKind], baseline: Option<&Path>) -> Setup {
         raise_file_limit();
         let subreaper = rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .inspect_err(|e| eprintln!("tram-bench: cannot become a child subreaper: {e}"))
@@ -104,7 +114,7 @@ impl Setup {
         let mut found = Vec::new();
         let mut journal = None;
         for &kind in wanted {
-            match binaries(kind) {
+            match binaries(kind, baseline) {
                 Ok(b) => {
                     if kind == BusKind::DbusBroker && journal.is_none() {
                         match JournalStandIn::ensure() {
@@ -228,7 +238,7 @@ impl RunningBus {
         let mut argv: Vec<String> = wrapper.command.clone();
         let mut cmd_env: Vec<(&str, String)> = Vec::new();
         match kind {
-            BusKind::Tramd | BusKind::DbusDaemon => {
+            BusKind::Tramd | BusKind::TramdBaseline | BusKind::DbusDaemon => {
                 argv.push(bins.program.display().to_string());
                 argv.extend(
                     ["--session", "--nofork", "--print-address=1"]
@@ -462,7 +472,7 @@ impl Drop for JournalStandIn {
     }
 }
 
-fn binaries(kind: BusKind) -> Result<Binaries, String> {
+fn binaries(kind: BusKind, baseline: Option<&Path>) -> Result<Binaries, String> {
     let need = |name: &str| find_in_path(name).ok_or_else(|| format!("{name} not found in PATH"));
     Ok(match kind {
         BusKind::Tramd => Binaries {
@@ -473,6 +483,14 @@ fn binaries(kind: BusKind) -> Result<Binaries, String> {
                         .to_owned()
                 })
             })?,
+            activator: None,
+            broker: None,
+        },
+        BusKind::TramdBaseline => Binaries {
+            program: baseline
+                .filter(|p| p.is_file())
+                .map(Path::to_owned)
+                .ok_or("no baseline tramd given (--baseline PATH)")?,
             activator: None,
             broker: None,
         },

@@ -35,6 +35,7 @@ options:
                      broadcast-rules, idle, connect, startup
   --json FILE        also write the results as JSON
   --svg FILE         also write a bar chart of the ratios as SVG
+  --baseline PATH    also run this tramd binary (shown as tramd-base), to compare two builds
   --callgrind        instead, count instructions per forwarded message under valgrind
   -h, --help         this text
 
@@ -57,7 +58,10 @@ fn main() -> ExitCode {
         eprintln!("tram-bench: cannot take over SIGINT and SIGTERM: {e}");
     }
     cleanup::sweep_stale();
-    let setup = Setup::new(&opts.buses);
+    let setup = Setup::new(
+        &opts.buses,
+        opts.baseline.as_deref().map(std::path::Path::new),
+    );
     let buses = setup.buses();
     if buses.is_empty() {
         eprintln!("tram-bench: no bus to measure");
@@ -99,6 +103,7 @@ struct Options {
     workloads: Vec<Workload>,
     json: Option<String>,
     svg: Option<String>,
+    baseline: Option<String>,
     callgrind: bool,
 }
 
@@ -124,12 +129,17 @@ impl Options {
                 }
                 "--json" => o.json = Some(value("a file name")?),
                 "--svg" => o.svg = Some(value("a file name")?),
+                "--baseline" => o.baseline = Some(value("a tramd binary")?),
                 "--help" | "-h" => return Ok(None),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
         if o.buses.is_empty() {
             o.buses = BusKind::ALL.to_vec();
+        }
+        o.buses.retain(|&b| b != BusKind::TramdBaseline);
+        if o.baseline.is_some() {
+            o.buses.push(BusKind::TramdBaseline);
         }
         o.buses.sort_unstable();
         o.buses.dedup();
@@ -277,7 +287,12 @@ mod tests {
     #[test]
     fn command_lines() {
         let o = parse(&[]).unwrap().unwrap();
-        assert_eq!(o.buses, BusKind::ALL);
+        let all: Vec<BusKind> = BusKind::ALL
+            .iter()
+            .copied()
+            .filter(|&b| b != BusKind::TramdBaseline)
+            .collect();
+        assert_eq!(o.buses, all);
         assert_eq!(o.workloads, Workload::ALL);
         let o = parse(&[
             "--bus", "busd", "--bus", "tramd", "--bus", "busd", "--quick",
@@ -292,6 +307,12 @@ mod tests {
         assert_eq!(o.workloads, [Workload::IdleConnections]);
         assert_eq!(o.json.as_deref(), Some("a.json"));
         assert_eq!(o.svg.as_deref(), Some("b.svg"));
+        assert!(!o.buses.contains(&BusKind::TramdBaseline));
+        let o = parse(&["--bus", "tramd", "--baseline", "/x/tramd"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.buses, [BusKind::Tramd, BusKind::TramdBaseline]);
+        assert_eq!(o.baseline.as_deref(), Some("/x/tramd"));
         assert_eq!(parse(&["-h"]), Ok(None));
         for bad in [
             &["--bus", "dbus"][..],

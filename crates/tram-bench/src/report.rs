@@ -173,7 +173,7 @@ impl Report {
         let best_peer_p50 = self
             .buses
             .iter()
-            .filter(|&&b| b != BusKind::Tramd)
+            .filter(|b| b.is_peer())
             .filter_map(|&b| self.median(Metric::RoundTripP50, b))
             .reduce(f64::min);
         let p50_vs_best = match (best_peer_p50, tramd(Metric::RoundTripP50)) {
@@ -622,6 +622,7 @@ fn fmt_ratio_tick(r: f64) -> String {
 fn colour(b: BusKind) -> &'static str {
     match b {
         BusKind::Tramd => "#444444",
+        BusKind::TramdBaseline => "#9c755f",
         BusKind::DbusDaemon => "#4e79a7",
         BusKind::DbusBroker => "#f28e2b",
         BusKind::Busd => "#59a14f",
