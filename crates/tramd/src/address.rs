@@ -5,8 +5,11 @@
 //! %-escaped. Parsing is strict as the specification asks: a `%` must be followed by two hex
 //! digits and bytes outside the optionally-escaped set `[-0-9A-Za-z_/.\*]` must be escaped.
 //!
-//! [`ListenAddress`] is the typed form of one entry the daemon can listen on; other transports
-//! parse as [`Address`] but are refused with a clear error by [`ListenAddress::from_address`].
+//! [`ListenAddress`] is the typed form of one entry the daemon can listen on: `unix:` (path,
+//! abstract, dir, tmpdir, runtime), `tcp:` and `nonce-tcp:` (host, bind, port, family; a
+//! `noncefile` is accepted and ignored, since a listening server always makes a new one).
+//! Other transports parse as [`Address`] but are refused with a clear error by
+//! [`ListenAddress::from_address`].
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -35,6 +38,43 @@ pub(crate) enum ListenAddress {
     Tmpdir(PathBuf),
     /// `unix:runtime=yes`: `$XDG_RUNTIME_DIR/bus`.
     Runtime,
+    /// `tcp:` or `nonce-tcp:`.
+    Tcp(TcpAddress),
+}
+
+/// A `tcp:` or `nonce-tcp:` listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TcpAddress {
+    /// `host`: the name clients connect to, printed in the bus address (`localhost` when not
+    /// given).
+    pub(crate) host: String,
+    /// `bind`: where to listen, when not `host`; `*` for every interface.
+    pub(crate) bind: Option<String>,
+    /// `port`; 0 lets the kernel choose.
+    pub(crate) port: u16,
+    /// `family`: restricts the resolved addresses.
+    pub(crate) family: Option<Family>,
+    /// `nonce-tcp:`: clients must first send the nonce from the nonce file.
+    pub(crate) nonce: bool,
+}
+
+/// An IP address family (`family=ipv4` or `family=ipv6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// `ipv4`.
+    Ipv4,
+    /// `ipv6`.
+    Ipv6,
+}
+
+impl Family {
+    /// The name used in addresses.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
 }
 
 /// Why an address string was refused.
@@ -85,9 +125,10 @@ impl fmt::Display for AddressError {
                 write!(f, "byte 0x{b:02x} ({:?}) must be %-escaped", char::from(*b))
             }
             AddressError::DuplicateKey(k) => write!(f, "key {k:?} given twice"),
-            AddressError::UnsupportedTransport(t) => {
-                write!(f, "transport {t:?} is not supported (only unix: is)")
-            }
+            AddressError::UnsupportedTransport(t) => write!(
+                f,
+                "transport {t:?} is not supported (only unix:, tcp: and nonce-tcp: are)"
+            ),
             AddressError::UnixNeedsOneKey => f.write_str(
                 "a unix: address needs exactly one of path, abstract, dir, tmpdir or runtime",
             ),
@@ -139,43 +180,15 @@ impl ListenAddress {
     /// The typed listen address for `addr`.
     ///
     /// # Errors
-    /// Transports other than `unix`, unknown keys, or not exactly one socket key.
+    /// Unsupported transports, unknown keys, bad values, or for `unix` not exactly one socket
+    /// key.
     pub(crate) fn from_address(addr: &Address) -> Result<ListenAddress, AddressError> {
-        if addr.transport != "unix" {
-            return Err(AddressError::UnsupportedTransport(addr.transport.clone()));
+        match addr.transport.as_str() {
+            "unix" => unix_address(addr),
+            "tcp" => tcp_address(addr, false),
+            "nonce-tcp" => tcp_address(addr, true),
+            _ => Err(AddressError::UnsupportedTransport(addr.transport.clone())),
         }
-        let mut found = None;
-        for (key, value) in &addr.pairs {
-            let kind = match key.as_str() {
-                "path" => ListenAddress::Path(non_empty_path(key, value)?),
-                "abstract" => {
-                    if value.is_empty() {
-                        return Err(bad_value(key, "must not be empty"));
-                    }
-                    ListenAddress::Abstract(value.clone())
-                }
-                "dir" => ListenAddress::Dir(non_empty_path(key, value)?),
-                "tmpdir" => ListenAddress::Tmpdir(non_empty_path(key, value)?),
-                "runtime" => {
-                    if value != b"yes" {
-                        return Err(bad_value(key, "must be \"yes\""));
-                    }
-                    ListenAddress::Runtime
-                }
-                // A GUID may accompany any address; the daemon uses its own.
-                "guid" => continue,
-                _ => {
-                    return Err(AddressError::UnknownKey {
-                        transport: addr.transport.clone(),
-                        key: key.clone(),
-                    });
-                }
-            };
-            if found.replace(kind).is_some() {
-                return Err(AddressError::UnixNeedsOneKey);
-            }
-        }
-        found.ok_or(AddressError::UnixNeedsOneKey)
     }
 }
 
@@ -190,6 +203,86 @@ impl fmt::Display for Address {
         }
         Ok(())
     }
+}
+
+fn tcp_address(addr: &Address, nonce: bool) -> Result<ListenAddress, AddressError> {
+    let mut tcp = TcpAddress {
+        host: "localhost".to_owned(),
+        bind: None,
+        port: 0,
+        family: None,
+        nonce,
+    };
+    for (key, value) in &addr.pairs {
+        let text = || {
+            std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| bad_value(key, "must be non-empty UTF-8"))
+        };
+        match key.as_str() {
+            "host" => tcp.host = text()?,
+            "bind" => tcp.bind = Some(text()?),
+            "port" => {
+                tcp.port = text()?
+                    .parse()
+                    .map_err(|_| bad_value(key, "must be a number from 0 to 65535"))?;
+            }
+            "family" => {
+                tcp.family = Some(match value.as_slice() {
+                    b"ipv4" => Family::Ipv4,
+                    b"ipv6" => Family::Ipv6,
+                    _ => return Err(bad_value(key, "must be \"ipv4\" or \"ipv6\"")),
+                });
+            }
+            // A server makes its own nonce file; a GUID may accompany any address.
+            "noncefile" if nonce => {}
+            "guid" => {}
+            _ => {
+                return Err(AddressError::UnknownKey {
+                    transport: addr.transport.clone(),
+                    key: key.clone(),
+                });
+            }
+        }
+    }
+    Ok(ListenAddress::Tcp(tcp))
+}
+
+fn unix_address(addr: &Address) -> Result<ListenAddress, AddressError> {
+    let mut found = None;
+    for (key, value) in &addr.pairs {
+        let kind = match key.as_str() {
+            "path" => ListenAddress::Path(non_empty_path(key, value)?),
+            "abstract" => {
+                if value.is_empty() {
+                    return Err(bad_value(key, "must not be empty"));
+                }
+                ListenAddress::Abstract(value.clone())
+            }
+            "dir" => ListenAddress::Dir(non_empty_path(key, value)?),
+            "tmpdir" => ListenAddress::Tmpdir(non_empty_path(key, value)?),
+            "runtime" => {
+                if value != b"yes" {
+                    return Err(bad_value(key, "must be \"yes\""));
+                }
+                ListenAddress::Runtime
+            }
+            // A GUID may accompany any address; the daemon uses its own.
+            "guid" => continue,
+            _ => {
+                return Err(AddressError::UnknownKey {
+                    transport: addr.transport.clone(),
+                    key: key.clone(),
+                });
+            }
+        };
+        if found.replace(kind).is_some() {
+            return Err(AddressError::UnixNeedsOneKey);
+        }
+    }
+    found.ok_or(AddressError::UnixNeedsOneKey)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -407,8 +500,8 @@ mod tests {
             ("unix:guid=00", AddressError::UnixNeedsOneKey),
             ("unix:path=/a,abstract=b", AddressError::UnixNeedsOneKey),
             (
-                "tcp:host=localhost",
-                AddressError::UnsupportedTransport("tcp".into()),
+                "udp:host=localhost",
+                AddressError::UnsupportedTransport("udp".into()),
             ),
             (
                 "unix:runtime=no",
@@ -447,5 +540,95 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn tcp_listen_addresses() {
+        let tcp = |host: &str, bind: Option<&str>, port, family, nonce| {
+            ListenAddress::Tcp(TcpAddress {
+                host: host.into(),
+                bind: bind.map(Into::into),
+                port,
+                family,
+                nonce,
+            })
+        };
+        let ok: &[(&str, ListenAddress)] = &[
+            ("tcp:", tcp("localhost", None, 0, None, false)),
+            (
+                "tcp:host=localhost,port=1234",
+                tcp("localhost", None, 1234, None, false),
+            ),
+            (
+                "tcp:host=127.0.0.1,port=0,family=ipv4",
+                tcp("127.0.0.1", None, 0, Some(Family::Ipv4), false),
+            ),
+            (
+                "tcp:host=%3a%3a1,family=ipv6",
+                tcp("::1", None, 0, Some(Family::Ipv6), false),
+            ),
+            (
+                "tcp:bind=127.0.0.1,port=65535",
+                tcp("localhost", Some("127.0.0.1"), 65535, None, false),
+            ),
+            (
+                "tcp:host=localhost,bind=*,port=0",
+                tcp("localhost", Some("*"), 0, None, false),
+            ),
+            (
+                "tcp:host=localhost,guid=0123456789abcdef0123456789abcdef",
+                tcp("localhost", None, 0, None, false),
+            ),
+            ("nonce-tcp:", tcp("localhost", None, 0, None, true)),
+            (
+                "nonce-tcp:host=127.0.0.1,port=0,noncefile=/tmp/n",
+                tcp("127.0.0.1", None, 0, None, true),
+            ),
+        ];
+        for (input, want) in ok {
+            let addr = &parse_list(input).unwrap()[0];
+            assert_eq!(
+                ListenAddress::from_address(addr).as_ref(),
+                Ok(want),
+                "{input}"
+            );
+        }
+        let bad_port = "must be a number from 0 to 65535";
+        let bad: &[(&str, AddressError)] = &[
+            ("tcp:port=65536", bad_value("port", bad_port)),
+            ("tcp:port=-1", bad_value("port", bad_port)),
+            ("tcp:port=http", bad_value("port", bad_port)),
+            ("tcp:port=", bad_value("port", "must be non-empty UTF-8")),
+            ("tcp:host=", bad_value("host", "must be non-empty UTF-8")),
+            ("tcp:host=%ff", bad_value("host", "must be non-empty UTF-8")),
+            (
+                "tcp:family=ipx",
+                bad_value("family", "must be \"ipv4\" or \"ipv6\""),
+            ),
+            (
+                "tcp:noncefile=/tmp/n",
+                AddressError::UnknownKey {
+                    transport: "tcp".into(),
+                    key: "noncefile".into(),
+                },
+            ),
+            (
+                "tcp:path=/x",
+                AddressError::UnknownKey {
+                    transport: "tcp".into(),
+                    key: "path".into(),
+                },
+            ),
+        ];
+        for (input, want) in bad {
+            let addr = &parse_list(input).unwrap()[0];
+            assert_eq!(
+                ListenAddress::from_address(addr).as_ref(),
+                Err(want),
+                "{input}"
+            );
+        }
+        assert_eq!(Family::Ipv4.name(), "ipv4");
+        assert_eq!(Family::Ipv6.name(), "ipv6");
     }
 }

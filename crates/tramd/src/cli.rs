@@ -2,24 +2,34 @@
 //!
 //! Parsing is pure: [`parse`] turns the arguments into a [`Command`] or a [`CliError`] whose
 //! text says what was wrong. Options that take a value accept both `--opt=VALUE` and
-//! `--opt VALUE`; for `--print-address`, whose value is optional, the next argument is taken
-//! as the descriptor only when it is a number, as dbus-daemon does. dbus-daemon options tramd
-//! does not implement yet are refused with a "not supported yet" error rather than ignored.
+//! `--opt VALUE`; for `--print-address` and `--print-pid`, whose value is optional, the next
+//! argument is taken as the descriptor only when it is a number. As with dbus-daemon, a second
+//! configuration (`--session`, `--system`, `--config-file`) is refused, and so are `--fork`
+//! together with `--nofork`; of `--syslog`, `--syslog-only` and `--nosyslog` the last wins.
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 
 /// The usage text, printed by `--help` and after usage errors.
 pub(crate) const USAGE: &str = "\
 Usage: tramd [OPTION]...
 A D-Bus message bus daemon, compatible with dbus-daemon.
 
-  --session                 run a session bus (built-in session configuration)
+  --session                 use the standard session bus configuration
+  --system                  use the standard system bus configuration
+  --config-file=FILE        use the configuration file FILE
   --address=ADDRESS         listen on ADDRESS instead of the configured addresses
   --print-address[=FD]      print the bus address to FD (default: standard output)
-  --nofork                  stay in the foreground (the default)
-  --nopidfile               write no pid file (the default)
-  --nosyslog                log to standard error only (the default)
+  --print-pid[=FD]          print the process id to FD (default: standard output)
+  --fork                    run in the background once listening
+  --nofork                  stay in the foreground, whatever the configuration says
+  --nopidfile               write no pid file, whatever the configuration says
+  --systemd-activation      let systemd start activatable services
+  --syslog                  log to the system log as well as standard error
+  --syslog-only             log to the system log only
+  --nosyslog                log to standard error only
+  --introspect              print the bus driver's introspection data and exit
   --version                 print the version and exit
   --help                    print this help and exit
 ";
@@ -33,27 +43,54 @@ pub(crate) enum Command {
     Help,
     /// Print the version and exit successfully.
     Version,
+    /// Print the driver's introspection data and exit successfully.
+    Introspect,
 }
 
 /// Options for running the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
-    /// Which built-in configuration to use.
-    pub(crate) bus: BusKind,
+    /// Which configuration to load.
+    pub(crate) config: ConfigSource,
     /// `--address`: replaces the configured listen addresses.
     pub(crate) address: Option<String>,
     /// `--print-address`: where to print the address once listening.
     pub(crate) print_address: Option<PrintTarget>,
+    /// `--print-pid`: where to print the process id once listening.
+    pub(crate) print_pid: Option<PrintTarget>,
+    /// `--fork` (`Some(true)`) or `--nofork` (`Some(false)`); `None` follows `<fork/>`.
+    pub(crate) fork: Option<bool>,
+    /// `--nopidfile`: ignore `<pidfile>`.
+    pub(crate) no_pidfile: bool,
+    /// `--systemd-activation`.
+    pub(crate) systemd_activation: bool,
+    /// `--syslog`, `--syslog-only` or `--nosyslog`; `None` follows `<syslog/>`.
+    pub(crate) syslog: Option<SyslogMode>,
 }
 
-/// The bus configuration chosen on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BusKind {
-    /// `--session`.
+/// The configuration chosen on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConfigSource {
+    /// `--session`: the standard session configuration, or built-in defaults without one.
     Session,
+    /// `--system`: the standard system configuration.
+    System,
+    /// `--config-file=FILE`.
+    File(PathBuf),
 }
 
-/// Where `--print-address` writes.
+/// Where log lines go, as the command line forces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyslogMode {
+    /// `--syslog`: the system log and standard error.
+    Both,
+    /// `--syslog-only`: the system log only.
+    Only,
+    /// `--nosyslog`: standard error only.
+    Never,
+}
+
+/// Where `--print-address` or `--print-pid` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PrintTarget {
     /// Standard output.
@@ -67,13 +104,13 @@ pub(crate) enum PrintTarget {
 pub(crate) enum CliError {
     /// An option tramd does not know.
     UnknownOption(String),
-    /// A dbus-daemon option tramd does not implement yet.
+    /// A dbus-daemon option tramd does not implement.
     Unsupported(String),
     /// An option that takes a value was given none.
     MissingValue(&'static str),
     /// An option that takes no value was given one.
     UnexpectedValue(String),
-    /// `--print-address=FD` with something that is not a descriptor number.
+    /// `--print-address=FD` or `--print-pid=FD` with something that is not a descriptor.
     BadDescriptor(String),
     /// A positional argument.
     UnexpectedArgument(String),
@@ -81,19 +118,29 @@ pub(crate) enum CliError {
     NotUtf8(OsString),
     /// No bus configuration was chosen.
     NoConfiguration,
+    /// Two configurations were chosen (the second one is named).
+    TwoConfigurations(String),
+    /// `--fork` and `--nofork` together.
+    ForkAndNofork,
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::UnknownOption(o) => write!(f, "unknown option {o:?}"),
-            CliError::Unsupported(o) => write!(f, "option {o} is not supported yet"),
+            CliError::Unsupported(o) => write!(f, "option {o} is not supported"),
             CliError::MissingValue(o) => write!(f, "option {o} needs a value"),
             CliError::UnexpectedValue(o) => write!(f, "option {o} takes no value"),
             CliError::BadDescriptor(v) => write!(f, "invalid file descriptor: {v:?}"),
             CliError::UnexpectedArgument(a) => write!(f, "unexpected argument {a:?}"),
             CliError::NotUtf8(a) => write!(f, "argument {a:?} is not valid UTF-8"),
-            CliError::NoConfiguration => f.write_str("no bus configuration given: use --session"),
+            CliError::NoConfiguration => f.write_str(
+                "no configuration file specified: use --session, --system or --config-file",
+            ),
+            CliError::TwoConfigurations(o) => {
+                write!(f, "{o} given, but a configuration was already chosen")
+            }
+            CliError::ForkAndNofork => f.write_str("--fork and --nofork may not both be given"),
         }
     }
 }
@@ -103,7 +150,7 @@ impl std::error::Error for CliError {}
 /// Parses the arguments after the program name.
 ///
 /// # Errors
-/// Unknown or unsupported options, missing or malformed values, no `--session`.
+/// Unknown or unsupported options, missing or malformed values, no configuration or two.
 pub(crate) fn parse<I>(args: I) -> Result<Command, CliError>
 where
     I: IntoIterator<Item = OsString>,
@@ -112,11 +159,20 @@ where
         .into_iter()
         .map(|a| a.into_string().map_err(CliError::NotUtf8))
         .collect::<Result<Vec<String>, _>>()?;
-    let mut bus = None;
-    let mut address = None;
-    let mut print_address = None;
+    let mut config = None;
+    let mut options = Options {
+        config: ConfigSource::Session,
+        address: None,
+        print_address: None,
+        print_pid: None,
+        fork: None,
+        no_pidfile: false,
+        systemd_activation: false,
+        syslog: None,
+    };
     let mut help = false;
     let mut version = false;
+    let mut introspect = false;
     let mut iter = args.into_iter().peekable();
     while let Some(arg) = iter.next() {
         let (name, value) = match arg.split_once('=') {
@@ -127,52 +183,63 @@ where
             Some(_) => Err(CliError::UnexpectedValue(option.to_owned())),
             None => Ok(()),
         };
+        let mut choose = |source: ConfigSource| match config.replace(source) {
+            Some(_) => Err(CliError::TwoConfigurations(name.clone())),
+            None => Ok(()),
+        };
         match name.as_str() {
             "--session" => {
-                no_value("--session")?;
-                bus = Some(BusKind::Session);
+                no_value(&name)?;
+                choose(ConfigSource::Session)?;
             }
-            "--address" => {
-                let value = match value {
-                    Some(v) => v,
-                    None => iter.next().ok_or(CliError::MissingValue("--address"))?,
-                };
-                if value.is_empty() {
-                    return Err(CliError::MissingValue("--address"));
+            "--system" => {
+                no_value(&name)?;
+                choose(ConfigSource::System)?;
+            }
+            "--config-file" => {
+                let file = required(value, &mut iter, "--config-file")?;
+                choose(ConfigSource::File(PathBuf::from(file)))?;
+            }
+            "--address" => options.address = Some(required(value, &mut iter, "--address")?),
+            "--print-address" => options.print_address = Some(print_target(value, &mut iter)?),
+            "--print-pid" => options.print_pid = Some(print_target(value, &mut iter)?),
+            "--fork" | "--nofork" => {
+                no_value(&name)?;
+                let fork = name == "--fork";
+                if options.fork.is_some_and(|f| f != fork) {
+                    return Err(CliError::ForkAndNofork);
                 }
-                address = Some(value);
+                options.fork = Some(fork);
             }
-            "--print-address" => {
-                let value = match value {
-                    Some(v) => Some(v),
-                    None => iter.next_if(|next| is_descriptor(next)),
-                };
-                print_address = Some(match value {
-                    Some(v) => parse_descriptor(&v)?,
-                    None => PrintTarget::Stdout,
+            "--nopidfile" => {
+                no_value(&name)?;
+                options.no_pidfile = true;
+            }
+            "--systemd-activation" => {
+                no_value(&name)?;
+                options.systemd_activation = true;
+            }
+            "--syslog" | "--syslog-only" | "--nosyslog" => {
+                no_value(&name)?;
+                options.syslog = Some(match name.as_str() {
+                    "--syslog" => SyslogMode::Both,
+                    "--syslog-only" => SyslogMode::Only,
+                    _ => SyslogMode::Never,
                 });
             }
-            // tramd never forks, writes no pid file and logs to stderr only.
-            "--nofork" | "--nopidfile" | "--nosyslog" => no_value(&name)?,
+            "--introspect" => {
+                no_value(&name)?;
+                introspect = true;
+            }
             "--version" => {
-                no_value("--version")?;
+                no_value(&name)?;
                 version = true;
             }
             "--help" => {
-                no_value("--help")?;
+                no_value(&name)?;
                 help = true;
             }
-            "--system"
-            | "--config-file"
-            | "--fork"
-            | "--print-pid"
-            | "--introspect"
-            | "--syslog"
-            | "--syslog-only"
-            | "--systemd-activation"
-            | "--ready-event-handle" => {
-                return Err(CliError::Unsupported(name));
-            }
+            "--ready-event-handle" => return Err(CliError::Unsupported(name)),
             _ if name.starts_with('-') => return Err(CliError::UnknownOption(arg)),
             _ => return Err(CliError::UnexpectedArgument(arg)),
         }
@@ -183,12 +250,49 @@ where
     if version {
         return Ok(Command::Version);
     }
-    let bus = bus.ok_or(CliError::NoConfiguration)?;
-    Ok(Command::Run(Options {
-        bus,
-        address,
-        print_address,
-    }))
+    if introspect {
+        return Ok(Command::Introspect);
+    }
+    options.config = config.ok_or(CliError::NoConfiguration)?;
+    Ok(Command::Run(options))
+}
+
+/// The value of an option that needs one: after `=`, or the next argument.
+fn required<I>(
+    value: Option<String>,
+    iter: &mut I,
+    option: &'static str,
+) -> Result<String, CliError>
+where
+    I: Iterator<Item = String>,
+{
+    let value = match value {
+        Some(v) => v,
+        None => iter.next().ok_or(CliError::MissingValue(option))?,
+    };
+    if value.is_empty() {
+        return Err(CliError::MissingValue(option));
+    }
+    Ok(value)
+}
+
+/// The descriptor of `--print-address`/`--print-pid`: after `=`, or the next argument when it
+/// is a number; standard output otherwise.
+fn print_target<I>(
+    value: Option<String>,
+    iter: &mut std::iter::Peekable<I>,
+) -> Result<PrintTarget, CliError>
+where
+    I: Iterator<Item = String>,
+{
+    let value = match value {
+        Some(v) => Some(v),
+        None => iter.next_if(|next| is_descriptor(next)),
+    };
+    match value {
+        Some(v) => parse_descriptor(&v),
+        None => Ok(PrintTarget::Stdout),
+    }
 }
 
 fn is_descriptor(s: &str) -> bool {
@@ -219,23 +323,63 @@ mod tests {
         parse(args.iter().map(OsString::from))
     }
 
+    fn options(config: ConfigSource) -> Options {
+        Options {
+            config,
+            address: None,
+            print_address: None,
+            print_pid: None,
+            fork: None,
+            no_pidfile: false,
+            systemd_activation: false,
+            syslog: None,
+        }
+    }
+
     fn session(address: Option<&str>, print_address: Option<PrintTarget>) -> Command {
         Command::Run(Options {
-            bus: BusKind::Session,
             address: address.map(str::to_owned),
             print_address,
+            ..options(ConfigSource::Session)
         })
     }
 
     #[test]
     fn accepted_command_lines() {
         use PrintTarget::*;
+        let file = |p: &str| ConfigSource::File(PathBuf::from(p));
         let cases: &[(&[&str], Command)] = &[
             (&["--session"], session(None, None)),
-            (&["--session", "--nofork"], session(None, None)),
             (
-                &["--nofork", "--nopidfile", "--nosyslog", "--session"],
-                session(None, None),
+                &["--session", "--nofork"],
+                Command::Run(Options {
+                    fork: Some(false),
+                    ..options(ConfigSource::Session)
+                }),
+            ),
+            (
+                &["--session", "--nofork", "--nofork"],
+                Command::Run(Options {
+                    fork: Some(false),
+                    ..options(ConfigSource::Session)
+                }),
+            ),
+            (
+                &["--system", "--fork", "--nopidfile", "--systemd-activation"],
+                Command::Run(Options {
+                    fork: Some(true),
+                    no_pidfile: true,
+                    systemd_activation: true,
+                    ..options(ConfigSource::System)
+                }),
+            ),
+            (
+                &["--config-file=/etc/x.conf"],
+                Command::Run(options(file("/etc/x.conf"))),
+            ),
+            (
+                &["--config-file", "rel.conf"],
+                Command::Run(options(file("rel.conf"))),
             ),
             (
                 &["--session", "--print-address"],
@@ -259,11 +403,30 @@ mod tests {
             ),
             (
                 &["--print-address", "--session", "--nofork"],
-                session(None, Some(Stdout)),
+                Command::Run(Options {
+                    print_address: Some(Stdout),
+                    fork: Some(false),
+                    ..options(ConfigSource::Session)
+                }),
             ),
             (
                 &["--session", "--print-address=3", "--print-address"],
                 session(None, Some(Stdout)),
+            ),
+            (
+                &["--session", "--print-pid", "--print-address", "4"],
+                Command::Run(Options {
+                    print_pid: Some(Stdout),
+                    print_address: Some(Fd(4)),
+                    ..options(ConfigSource::Session)
+                }),
+            ),
+            (
+                &["--session", "--print-pid=9"],
+                Command::Run(Options {
+                    print_pid: Some(Fd(9)),
+                    ..options(ConfigSource::Session)
+                }),
             ),
             (
                 &["--session", "--address=unix:path=/tmp/x"],
@@ -277,9 +440,32 @@ mod tests {
                 &["--address=unix:path=/a=b", "--session"],
                 session(Some("unix:path=/a=b"), None),
             ),
+            (
+                &["--session", "--syslog", "--nosyslog"],
+                Command::Run(Options {
+                    syslog: Some(SyslogMode::Never),
+                    ..options(ConfigSource::Session)
+                }),
+            ),
+            (
+                &["--session", "--syslog-only"],
+                Command::Run(Options {
+                    syslog: Some(SyslogMode::Only),
+                    ..options(ConfigSource::Session)
+                }),
+            ),
+            (
+                &["--session", "--syslog"],
+                Command::Run(Options {
+                    syslog: Some(SyslogMode::Both),
+                    ..options(ConfigSource::Session)
+                }),
+            ),
             (&["--help"], Command::Help),
             (&["--session", "--help"], Command::Help),
             (&["--version"], Command::Version),
+            (&["--introspect"], Command::Introspect),
+            (&["--session", "--introspect"], Command::Introspect),
         ];
         for (args, want) in cases {
             assert_eq!(run(args).as_ref(), Ok(want), "{args:?}");
@@ -313,7 +499,7 @@ mod tests {
                 CliError::BadDescriptor("abc".into()),
             ),
             (
-                &["--session", "--print-address=-1"],
+                &["--session", "--print-pid=-1"],
                 CliError::BadDescriptor("-1".into()),
             ),
             (
@@ -328,6 +514,8 @@ mod tests {
                 &["--session", "--address="],
                 CliError::MissingValue("--address"),
             ),
+            (&["--config-file"], CliError::MissingValue("--config-file")),
+            (&["--config-file="], CliError::MissingValue("--config-file")),
             (
                 &["--session=yes"],
                 CliError::UnexpectedValue("--session".into()),
@@ -336,22 +524,25 @@ mod tests {
                 &["--session", "--nofork=1"],
                 CliError::UnexpectedValue("--nofork".into()),
             ),
-            (&["--system"], CliError::Unsupported("--system".into())),
             (
-                &["--session", "--fork"],
-                CliError::Unsupported("--fork".into()),
+                &["--session", "--system"],
+                CliError::TwoConfigurations("--system".into()),
             ),
             (
-                &["--config-file=/etc/x.conf"],
-                CliError::Unsupported("--config-file".into()),
+                &["--config-file=/a", "--session"],
+                CliError::TwoConfigurations("--session".into()),
             ),
             (
-                &["--session", "--print-pid"],
-                CliError::Unsupported("--print-pid".into()),
+                &["--session", "--session"],
+                CliError::TwoConfigurations("--session".into()),
             ),
             (
-                &["--session", "--systemd-activation"],
-                CliError::Unsupported("--systemd-activation".into()),
+                &["--session", "--fork", "--nofork"],
+                CliError::ForkAndNofork,
+            ),
+            (
+                &["--session", "--ready-event-handle=0x1"],
+                CliError::Unsupported("--ready-event-handle".into()),
             ),
         ];
         for (args, want) in cases {
@@ -372,8 +563,8 @@ mod tests {
     #[test]
     fn errors_name_the_option() {
         assert_eq!(
-            CliError::Unsupported("--system".into()).to_string(),
-            "option --system is not supported yet"
+            CliError::TwoConfigurations("--system".into()).to_string(),
+            "--system given, but a configuration was already chosen"
         );
         assert_eq!(
             CliError::UnknownOption("--bogus".into()).to_string(),

@@ -9,7 +9,14 @@
 //!   data, or more than [`MAX_QUEUED_FDS`] waiting fds are errors.
 //! * **Framing.** Complete messages are cut with [`tram_wire::frame_len`], each copied once into
 //!   its own buffer and validated by [`Message::parse`]; a message declaring more than
-//!   [`MAX_MESSAGE_LEN`] bytes is an error before any of its body is buffered.
+//!   [`MAX_MESSAGE_LEN`] bytes, or more than the configured `max_message_size`, is an error
+//!   before any of its body is buffered, and so is a message carrying more fds than
+//!   `max_message_unix_fds` (or fds waiting for a message beyond that number).
+//! * **Incoming limits.** One read takes at most `max_incoming_bytes` (and never less than a
+//!   fixed header), and every complete message is handed on before the next read, so no more
+//!   than that much of complete messages waits undispatched: what dbus-daemon's
+//!   `max_incoming_bytes` bounds. The fds of a message in progress wait in the queue only until
+//!   its last byte arrives; the event loop bounds how long (`pending_fd_timeout`).
 //! * **Idle connections are cheap.** Reads land in a scratch buffer shared by all connections;
 //!   a connection keeps bytes only while a message is incomplete, and its receive buffer is
 //!   freed as soon as it is empty again.
@@ -53,6 +60,17 @@ const MAX_IOVECS: usize = 64;
 pub(crate) struct Scratch {
     data: Vec<u8>,
     control: Vec<MaybeUninit<u8>>,
+}
+
+/// The configured limits that apply while reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecvLimits {
+    /// The largest message accepted.
+    pub(crate) max_message_size: usize,
+    /// The most fds one message may carry.
+    pub(crate) max_message_unix_fds: usize,
+    /// The most bytes one read takes (`max_incoming_bytes`).
+    pub(crate) max_read: usize,
 }
 
 /// One client connection: its socket and the bytes and fds in flight.
@@ -102,6 +120,20 @@ pub(crate) enum ConnError {
     TooManyFds,
     /// The kernel truncated the control data (fds were lost).
     ControlTruncated,
+    /// A message larger than `max_message_size`.
+    MessageTooLarge {
+        /// Its declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A message with more fds than `max_message_unix_fds`.
+    MessageTooManyFds {
+        /// The fds it carries (or that wait for it).
+        fds: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConnError {
@@ -119,6 +151,14 @@ impl fmt::Display for ConnError {
                 )
             }
             ConnError::ControlTruncated => f.write_str("control data truncated, fds lost"),
+            ConnError::MessageTooLarge { len, max } => write!(
+                f,
+                "sent a message of {len} bytes, more than max_message_size={max}"
+            ),
+            ConnError::MessageTooManyFds { fds, max } => write!(
+                f,
+                "sent a message with {fds} file descriptors, more than max_message_unix_fds={max}"
+            ),
         }
     }
 }
@@ -208,6 +248,16 @@ impl Connection {
         self.rx.consume(n);
     }
 
+    /// Queues raw bytes to be written before anything else.
+    pub(crate) fn queue_raw(&mut self, bytes: &[u8]) {
+        self.tx_raw.extend_from_slice(bytes);
+    }
+
+    /// Whether fds arrived that wait for the rest of their message.
+    pub(crate) fn has_pending_fds(&self) -> bool {
+        !self.rx_fds.is_empty()
+    }
+
     /// Reads once and appends every complete message to `out`.
     ///
     /// # Errors
@@ -216,36 +266,44 @@ impl Connection {
         &mut self,
         scratch: &mut Scratch,
         out: &mut Vec<Message>,
+        limits: &RecvLimits,
     ) -> Result<Received, ConnError> {
+        let max_read = limits.max_read.max(FIXED_HEADER_LEN);
         if self.rx.is_empty() {
+            let len = scratch.data.len().min(max_read);
+            let data = scratch.data.get_mut(..len).unwrap_or_default();
             let (n, full) = recv(
                 self.fd.as_fd(),
-                &mut scratch.data,
+                data,
                 &mut scratch.control,
                 &mut self.rx_fds,
             )?;
             self.check_fds()?;
             if let Some(n) = n {
                 let data = scratch.data.get(..n).unwrap_or_default();
-                let used = split_messages(data, &mut self.rx_fds, out)?;
+                let used = split_messages(data, &mut self.rx_fds, out, limits)?;
                 let rest = data.get(used..).unwrap_or_default();
                 if !rest.is_empty() {
                     self.rx.append(rest);
                 }
+                self.check_pending_fds(limits)?;
             }
             return Ok(received(n, full));
         }
-        let want = match message_len(self.rx.data())? {
+        let want = match message_len(self.rx.data(), limits)? {
             Some(total) => total.saturating_sub(self.rx.data().len()),
             None => FIXED_HEADER_LEN.saturating_sub(self.rx.data().len()),
         };
-        let buf = self.rx.spare(want.clamp(MIN_READ, MAX_READ), want);
+        let read = want.clamp(MIN_READ, MAX_READ).min(max_read);
+        let buf = self.rx.spare(read, want);
+        let buf_len = buf.len().min(max_read);
+        let buf = buf.get_mut(..buf_len).unwrap_or_default();
         let (n, full) = recv(self.fd.as_fd(), buf, &mut scratch.control, &mut self.rx_fds)?;
         self.check_fds()?;
         if let Some(n) = n {
             self.rx.commit(n);
         }
-        self.process_buffered(out)?;
+        self.process_buffered(out, limits)?;
         Ok(received(n, full))
     }
 
@@ -253,11 +311,16 @@ impl Connection {
     /// for bytes that came with the handshake).
     ///
     /// # Errors
-    /// Invalid messages and fd misuse.
-    pub(crate) fn process_buffered(&mut self, out: &mut Vec<Message>) -> Result<(), ConnError> {
+    /// Invalid messages, messages over the limits, and fd misuse.
+    pub(crate) fn process_buffered(
+        &mut self,
+        out: &mut Vec<Message>,
+        limits: &RecvLimits,
+    ) -> Result<(), ConnError> {
         self.check_fds()?;
-        let used = split_messages(self.rx.data(), &mut self.rx_fds, out)?;
+        let used = split_messages(self.rx.data(), &mut self.rx_fds, out, limits)?;
         self.rx.consume(used);
+        self.check_pending_fds(limits)?;
         if self.rx_fds.is_empty() && self.rx_fds.capacity() > 16 {
             self.rx_fds = VecDeque::new();
         }
@@ -299,6 +362,17 @@ impl Connection {
         }
         queue.shrink();
         Ok(Flushed::Done)
+    }
+
+    /// Fds waiting for a message in progress: more than one message may carry is an error.
+    fn check_pending_fds(&self, limits: &RecvLimits) -> Result<(), ConnError> {
+        if self.rx_fds.len() > limits.max_message_unix_fds {
+            return Err(ConnError::MessageTooManyFds {
+                fds: self.rx_fds.len(),
+                max: limits.max_message_unix_fds,
+            });
+        }
+        Ok(())
     }
 
     fn check_fds(&self) -> Result<(), ConnError> {
@@ -393,30 +467,45 @@ fn split_messages(
     data: &[u8],
     fds: &mut VecDeque<OwnedFd>,
     out: &mut Vec<Message>,
+    limits: &RecvLimits,
 ) -> Result<usize, ConnError> {
     let mut used = 0;
     loop {
         let rest = data.get(used..).unwrap_or_default();
-        let Some(len) = message_len(rest)? else {
+        let Some(len) = message_len(rest, limits)? else {
             return Ok(used);
         };
         let Some(frame) = rest.get(..len) else {
             return Ok(used);
         };
-        out.push(build_message(frame, fds)?);
+        let msg = build_message(frame, fds)?;
+        let n_fds = msg.unix_fds() as usize;
+        if n_fds > limits.max_message_unix_fds {
+            return Err(ConnError::MessageTooManyFds {
+                fds: n_fds,
+                max: limits.max_message_unix_fds,
+            });
+        }
+        out.push(msg);
         used += len;
     }
 }
 
 /// The total length of the message starting `prefix`, once its fixed header is there.
-fn message_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
+fn message_len(prefix: &[u8], limits: &RecvLimits) -> Result<Option<usize>, ConnError> {
     let len = tram_wire::frame_len(prefix)?;
     if let Some(len) = len {
         if len > MAX_MESSAGE_LEN {
-            return Err(WireError::TooLong(len as u64));
+            return Err(WireError::TooLong(len as u64).into());
         }
         if len < FIXED_HEADER_LEN {
-            return Err(WireError::Truncated);
+            return Err(WireError::Truncated.into());
+        }
+        if len > limits.max_message_size {
+            return Err(ConnError::MessageTooLarge {
+                len,
+                max: limits.max_message_size,
+            });
         }
     }
     Ok(len)

@@ -1,31 +1,61 @@
 //! Start-up and shutdown: from parsed options to a running bus and back.
 //!
-//! [`run`] raises the fd limit, picks the configuration, creates the GUID and reads the machine
-//! id, blocks the handled signals, listens on every configured address (failing as a whole if
-//! any address cannot be listened on), prints the address when asked, and runs the event loop
-//! until SIGTERM or SIGINT. Returning drops the listeners, which removes their socket files.
+//! [`run`] follows dbus-daemon's order, so that whatever fails is reported by the process the
+//! caller started, with exit status 1:
+//!
+//! 1. claim the `--print-address`/`--print-pid` descriptors, raise the fd limit;
+//! 2. load the configuration (`file:line: reason` on error) and print its warnings; choose the
+//!    log sinks (`--syslog`, `--syslog-only`, `--nosyslog`, else `<syslog/>`);
+//! 3. resolve `<user>` (from `/etc/passwd`), refuse to start when the `<pidfile>` exists;
+//! 4. create the GUID, read the machine id, listen on every address (`--address` replaces the
+//!    `<listen>` elements);
+//! 5. fork when asked (`--fork`, or `<fork/>` without `--nofork`): the parent waits until the
+//!    child is ready;
+//! 6. write the pid file (unless `--nopidfile`), print the pid and the address: the address
+//!    lists the last `<listen>` first, as dbus-daemon does;
+//! 7. change to `<user>`, so sockets and the pid file were made with the original privileges
+//!    but no client is read before the change;
+//! 8. run the event loop until SIGTERM or SIGINT. SIGHUP and ReloadConfig re-read the same
+//!    configuration (listen addresses, `<user>`, `<auth>`, `<type>` and the rest of the start-up
+//!    settings keep their first values, as with dbus-daemon).
+//!
+//! Returning drops the listeners, which removes their socket files, and the pid file.
 
 use std::fmt;
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustix::process::{Resource, getrlimit, setrlimit};
 use tram_bus::{Bus, BusConfig};
+use tram_config::UserEntry;
 
-use crate::cli::{BusKind, Options, PrintTarget};
-use crate::config::Config;
-use crate::event_loop::EventLoop;
+use crate::cli::{ConfigSource, Options, PrintTarget, SyslogMode};
+use crate::config::{self, LoadError, Loaded};
+use crate::event_loop::{EventLoop, Reloader, SaslServers, Settings};
 use crate::ids::{self, MachineIdSource};
+use crate::keyring::{Cookie, Keyrings};
 use crate::listener::{ListenError, Listener};
 use crate::log;
-use crate::sasl::SaslServer;
+use crate::process::{self, Forked, PidFile, PidFileError};
+use crate::sasl::{CookieAuthority, Identity, SaslServer};
 use crate::signals::Signals;
 
 /// Why the daemon could not start or stopped abnormally.
 #[derive(Debug)]
 pub(crate) enum DaemonError {
-    /// `--print-address=FD` names a descriptor that is not open.
+    /// `--print-address=FD` or `--print-pid=FD` names a descriptor that is not open.
     BadPrintFd(i32, io::Error),
+    /// The configuration could not be loaded.
+    Config(LoadError),
+    /// `<user>` names no known user.
+    UnknownUser(String),
+    /// Changing to `<user>` failed.
+    ChangeUser(String, io::Error),
+    /// The pid file exists or cannot be written.
+    PidFile(PidFileError),
     /// An address could not be listened on.
     Listen(ListenError),
     /// A system call failed at start-up or in the loop.
@@ -36,8 +66,17 @@ impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DaemonError::BadPrintFd(fd, e) => {
-                write!(f, "cannot print the address to file descriptor {fd}: {e}")
+                write!(f, "cannot print to file descriptor {fd}: {e}")
             }
+            DaemonError::Config(e) => e.fmt(f),
+            DaemonError::UnknownUser(name) => {
+                write!(
+                    f,
+                    "cannot run as user {name:?}: no such user in /etc/passwd"
+                )
+            }
+            DaemonError::ChangeUser(name, e) => write!(f, "cannot run as user {name:?}: {e}"),
+            DaemonError::PidFile(e) => e.fmt(f),
             DaemonError::Listen(e) => e.fmt(f),
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
         }
@@ -46,112 +85,292 @@ impl fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
-/// Runs the bus described by `options` until it is told to stop.
+/// Runs the bus described by `options` until it is told to stop. The parent of `--fork` does
+/// not return: it exits once the daemon is ready (0) or gone (1).
 ///
 /// # Errors
 /// Any failure to start; a failure of the event loop itself.
 pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
-    // Claim the descriptor first, so nothing opened below can take its number.
-    let print_to = match options.print_address {
-        Some(PrintTarget::Fd(fd)) => Some(Output::Fd(claim_fd(fd)?)),
-        Some(PrintTarget::Stdout) => Some(Output::Stdout),
+    // Claim the descriptors first, so nothing opened below can take their numbers.
+    let outputs = Outputs::claim(options.print_address, options.print_pid)?;
+    raise_fd_limit();
+    let source = absolute_source(&options.config);
+    let loaded = config::load(&source).map_err(DaemonError::Config)?;
+    for warning in &loaded.warnings {
+        log::warning!("{warning}");
+    }
+    configure_logging(options.syslog, loaded.config.syslog);
+    let mut listen = loaded.config.listen.clone();
+    if let Some(address) = &options.address {
+        listen = vec![address.clone()];
+    }
+    let user = match &loaded.config.user {
+        Some(name) => Some((name.clone(), resolve_user(name)?)),
         None => None,
     };
-    raise_fd_limit();
-    let mut config = match options.bus {
-        BusKind::Session => Config::session(),
+    let pidfile = match (&loaded.config.pidfile, options.no_pidfile) {
+        (Some(path), false) => Some(absolute(path)),
+        _ => None,
     };
-    if let Some(address) = options.address {
-        config.listen = vec![address];
+    if let Some(path) = &pidfile {
+        PidFile::check_absent(path).map_err(DaemonError::PidFile)?;
     }
     let guid = ids::random_guid().map_err(|e| DaemonError::Io("cannot create the bus GUID", e))?;
-    let (machine_id, source) =
+    let (machine_id, source_of_id) =
         ids::machine_id().map_err(|e| DaemonError::Io("cannot create a machine id", e))?;
-    if source == MachineIdSource::Generated {
+    if source_of_id == MachineIdSource::Generated {
         log::warning!(
             "no machine id in {}; using {machine_id} for this run",
             ids::MACHINE_ID_PATHS.join(" or ")
         );
     }
-    let signals = Signals::new().map_err(|e| DaemonError::Io("cannot set up signals", e))?;
-    let listeners = config
-        .listen
+    if listen.is_empty() {
+        return Err(DaemonError::Listen(ListenError {
+            address: String::new(),
+            reasons: vec!["the configuration has no <listen> address".to_owned()],
+        }));
+    }
+    let groups = listen
         .iter()
         .map(|address| Listener::bind(address))
         .collect::<Result<Vec<_>, _>>()
         .map_err(DaemonError::Listen)?;
-    let address = listeners
+    // As dbus-daemon: the last <listen> first, so clients try it first.
+    let address = groups
         .iter()
+        .rev()
+        .filter_map(|group| group.first())
         .map(|l| format!("{},guid={guid}", l.address()))
         .collect::<Vec<_>>()
         .join(";");
-    let sasl = SaslServer::new(&guid, &config.offered_mechanisms());
+    let listeners: Vec<Listener> = groups.into_iter().flatten().collect();
+
+    let ready = if options.fork.unwrap_or(loaded.config.fork) {
+        match process::fork(loaded.config.keep_umask)
+            .map_err(|e| DaemonError::Io("cannot fork", e))?
+        {
+            // The sockets and files now belong to the child: exit without dropping them.
+            Forked::Parent(status) => std::process::exit(i32::from(status)),
+            Forked::Child(ready) => Some(ready),
+        }
+    } else {
+        None
+    };
+    let signals = Signals::new().map_err(|e| DaemonError::Io("cannot set up signals", e))?;
+    let pid = std::process::id();
+    let _pidfile = match &pidfile {
+        Some(path) => Some(PidFile::create(path, pid).map_err(DaemonError::PidFile)?),
+        None => None,
+    };
+    outputs.print(&address, pid)?;
+    let bus_uid = match &user {
+        Some((name, account)) => {
+            process::change_user(name, *account)
+                .map_err(|e| DaemonError::ChangeUser(name.clone(), e))?;
+            account.uid
+        }
+        None => rustix::process::getuid().as_raw(),
+    };
+
     let bus = Bus::new(BusConfig {
-        guid,
+        guid: guid.clone(),
         machine_id,
-        bus_type: config.bus_type.clone(),
-        bus_uid: rustix::process::getuid().as_raw(),
-        bus_pid: rustix::process::getpid()
-            .as_raw_nonzero()
-            .get()
-            .unsigned_abs(),
-        policy: tram_bus::policy::Policy::session(),
-        systemd_activation: false,
-        limits: tram_bus::Limits::session(),
+        bus_type: loaded.config.bus_type.clone(),
+        bus_uid,
+        bus_pid: pid,
+        policy: loaded.policy.clone(),
+        systemd_activation: options.systemd_activation,
+        limits: loaded.bus_limits.clone(),
     });
-    let mut event_loop = EventLoop::new(bus, listeners, signals, sasl, config.limits.clone())
-        .map_err(|e| DaemonError::Io("cannot set up the event loop", e))?;
-    if let Some(output) = print_to {
-        output.print(&address)?;
+    let cookies: Arc<dyn CookieAuthority> = Arc::new(SystemKeyrings(Keyrings::system(
+        rustix::process::geteuid().as_raw(),
+    )));
+    let sasl = SaslServers {
+        unix: SaslServer::new(&guid, &loaded.config.offered_mechanisms(true))
+            .with_cookies(Arc::clone(&cookies)),
+        tcp: SaslServer::new(&guid, &loaded.config.offered_mechanisms(false)).with_cookies(cookies),
+    };
+    let mut event_loop = EventLoop::new(
+        bus,
+        listeners,
+        signals,
+        sasl,
+        settings(&loaded),
+        reloader(source),
+    )
+    .map_err(|e| DaemonError::Io("cannot set up the event loop", e))?;
+    log::debug!("{} bus listening on {address}", loaded.config.bus_type);
+    if let Some(ready) = ready {
+        ready
+            .notify()
+            .map_err(|e| DaemonError::Io("cannot detach from the terminal", e))?;
     }
-    log::debug!("{} bus listening on {address}", config.bus_type);
     event_loop
         .run()
         .map_err(|e| DaemonError::Io("event loop failed", e))?;
     Ok(())
 }
 
-/// Where `--print-address` goes.
+/// The loop's share of a loaded configuration.
+fn settings(loaded: &Loaded) -> Settings {
+    Settings {
+        limits: loaded.config.limits.clone(),
+        allow_anonymous: loaded.config.allow_anonymous,
+    }
+}
+
+/// Re-reads `source` for SIGHUP and ReloadConfig: the new policy and limits, everything else
+/// of the bus configuration as it is.
+fn reloader(source: ConfigSource) -> Reloader {
+    Box::new(move |current: &BusConfig| {
+        let loaded = config::load(&source).map_err(|e| e.to_string())?;
+        for warning in &loaded.warnings {
+            log::warning!("{warning}");
+        }
+        let config = BusConfig {
+            policy: loaded.policy.clone(),
+            limits: loaded.bus_limits.clone(),
+            ..current.clone()
+        };
+        Ok((config, settings(&loaded)))
+    })
+}
+
+/// The configuration source with an absolute path, so reloading after `--fork` changed the
+/// working directory reads the same file.
+fn absolute_source(source: &ConfigSource) -> ConfigSource {
+    match source {
+        ConfigSource::File(path) => ConfigSource::File(absolute(path)),
+        other => other.clone(),
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// `--syslog`, `--syslog-only` and `--nosyslog` override `<syslog/>`.
+fn configure_logging(mode: Option<SyslogMode>, config_syslog: bool) {
+    let (stderr, syslog) = match mode {
+        Some(SyslogMode::Both) => (true, true),
+        Some(SyslogMode::Only) => (false, true),
+        Some(SyslogMode::Never) => (true, false),
+        None => (true, config_syslog),
+    };
+    if !log::configure(stderr, syslog) {
+        log::warning!("cannot reach the system log at /dev/log; logging to standard error");
+    }
+}
+
+fn resolve_user(name: &str) -> Result<UserEntry, DaemonError> {
+    tram_config::SystemUsers::new()
+        .table()
+        .user(name)
+        .ok_or_else(|| DaemonError::UnknownUser(name.to_owned()))
+}
+
+/// DBUS_COOKIE_SHA1 cookies from the system's accounts and their home directories.
+#[derive(Debug)]
+struct SystemKeyrings(Keyrings);
+
+impl CookieAuthority for SystemKeyrings {
+    fn challenge(&self, claimed: &str) -> Result<(Identity, Cookie), String> {
+        let account = self
+            .0
+            .account(claimed)
+            .ok_or_else(|| format!("no user {claimed:?}"))?;
+        let cookie = self
+            .0
+            .cookie(account, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+        let identity = Identity {
+            uid: account.uid,
+            gid: account.gid,
+        };
+        Ok((identity, cookie))
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        ids::fill_random(buf).is_ok()
+    }
+}
+
+/// Where `--print-address` and `--print-pid` go.
+struct Outputs {
+    address: Option<Output>,
+    pid: Option<Output>,
+    /// Both go to the same place: one write, address first.
+    same: bool,
+}
+
 enum Output {
     Stdout,
     Fd(OwnedFd),
 }
 
-impl Output {
-    /// Writes the address and a newline; a descriptor other than stdout is closed after.
-    fn print(self, address: &str) -> Result<(), DaemonError> {
-        let line = format!("{address}\n");
-        match self {
-            Output::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(line.as_bytes())
-                    .and_then(|()| out.flush())
-                    .map_err(|e| DaemonError::Io("cannot print the address", e))
+impl Outputs {
+    fn claim(
+        address: Option<PrintTarget>,
+        pid: Option<PrintTarget>,
+    ) -> Result<Outputs, DaemonError> {
+        let same = address.is_some() && address == pid;
+        Ok(Outputs {
+            address: address.map(Output::claim).transpose()?,
+            pid: if same {
+                None
+            } else {
+                pid.map(Output::claim).transpose()?
+            },
+            same,
+        })
+    }
+
+    /// Prints what was asked. To different places the pid goes first, so whoever waits for
+    /// the address finds the pid there already; to one place, the address comes first.
+    fn print(self, address: &str, pid: u32) -> Result<(), DaemonError> {
+        let address_line = format!("{address}\n");
+        let pid_line = format!("{pid}\n");
+        if self.same {
+            if let Some(out) = self.address {
+                out.write(&format!("{address_line}{pid_line}"))?;
             }
-            Output::Fd(fd) => {
-                let mut file = std::fs::File::from(fd);
-                file.write_all(line.as_bytes())
-                    .map_err(|e| DaemonError::Io("cannot print the address", e))
-            }
+            return Ok(());
         }
+        if let Some(out) = self.pid {
+            out.write(&pid_line)?;
+        }
+        if let Some(out) = self.address {
+            out.write(&address_line)?;
+        }
+        Ok(())
     }
 }
 
-/// Takes ownership of an inherited descriptor, after checking it is open.
-fn claim_fd(fd: i32) -> Result<OwnedFd, DaemonError> {
-    if fd == 0 || fd == 2 {
-        return Err(DaemonError::BadPrintFd(
-            fd,
-            io::Error::new(io::ErrorKind::InvalidInput, "not an output for the address"),
-        ));
+impl Output {
+    fn claim(target: PrintTarget) -> Result<Output, DaemonError> {
+        match target {
+            PrintTarget::Stdout => Ok(Output::Stdout),
+            PrintTarget::Fd(fd @ (0 | 2)) => Err(DaemonError::BadPrintFd(
+                fd,
+                io::Error::new(io::ErrorKind::InvalidInput, "not an output"),
+            )),
+            PrintTarget::Fd(fd) => process::claim_fd(fd)
+                .map(Output::Fd)
+                .map_err(|e| DaemonError::BadPrintFd(fd, e)),
+        }
     }
-    // SAFETY: F_GETFD only queries the descriptor's flags; any integer is acceptable.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(DaemonError::BadPrintFd(fd, io::Error::last_os_error()));
+
+    /// Writes `text`; a descriptor other than stdout is closed after.
+    fn write(self, text: &str) -> Result<(), DaemonError> {
+        let written = match self {
+            Output::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            }
+            Output::Fd(fd) => std::fs::File::from(fd).write_all(text.as_bytes()),
+        };
+        written.map_err(|e| DaemonError::Io("cannot print the address or pid", e))
     }
-    // SAFETY: `fd` is open (checked above) and was handed to us on the command line for this
-    // one use; nothing else in the process refers to it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Raises the soft limit on open files to the hard limit, as dbus-daemon does.

@@ -5,13 +5,26 @@
 //! paused accept is due, then handles the ready sources:
 //!
 //! * a listener accepts until it would block (at most [`ACCEPT_BUDGET`] per turn), takes each
-//!   connection's credentials, and starts its authentication. As in dbus-daemon, a connection
-//!   is *incomplete* until the bus gave it a unique name (Hello): it must get there within
-//!   `auth_timeout`, and beyond `max_incomplete_connections` the oldest incomplete one is
-//!   dropped;
-//! * a connection reads at most [`READ_BUDGET`] times per turn; while it authenticates the bytes
-//!   feed its SASL state machine, afterwards they are cut into messages handed to the bus one
-//!   by one;
+//!   unix connection's credentials (TCP has none), and starts its authentication. As in
+//!   dbus-daemon, a connection is *incomplete* until the bus gave it a unique name (Hello): it
+//!   must get there within `auth_timeout`, and beyond `max_incomplete_connections` the oldest
+//!   incomplete one is dropped;
+//! * a connection reads at most [`READ_BUDGET`] times per turn; on a `nonce-tcp:` listener the
+//!   first 16 bytes must be the nonce, or the connection is dropped; while it authenticates the
+//!   bytes feed its SASL state machine, afterwards they are cut into messages handed to the bus
+//!   one by one;
+//! * at `BEGIN` the connection is admitted as dbus-daemon admits it: an ANONYMOUS client only
+//!   with `<allow_anonymous/>`, anyone else only if [`Bus::admits`] its user (the policy's
+//!   `user`/`group` rules); a refused client, which saw `OK`, is disconnected before anything
+//!   it sent is read;
+//! * a Hello beyond `max_completed_connections`, or beyond `max_connections_per_user` for its
+//!   uid, is answered with `LimitsExceeded` and logged, as dbus-daemon does; the connection
+//!   stays incomplete (and so goes at `auth_timeout`);
+//! * fds that arrive ahead of the rest of their message may wait `pending_fd_timeout`; after
+//!   that their connection is dropped;
+//! * SIGHUP, or a peer's ReloadConfig ([`Action::Reload`]), reloads the configuration through
+//!   the daemon's [`Reloader`]: on success the bus and the loop take the new policy and limits
+//!   together, on failure nothing changes and the error is logged (and answered to the peer);
 //! * after every input to the bus the loop drains [`Bus::poll_action`] (closing the peers the
 //!   bus dropped) and collects [`Bus::take_dirty`]; at the end of the turn every dirty peer is
 //!   flushed, so a peer receiving many messages in one turn gets them in few `sendmsg` calls.
@@ -20,10 +33,12 @@
 //! recomputed from that state after every flush. A connection closed during a turn is removed
 //! at once; its slot's generation changes, so a stale event for it in the same batch is ignored.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
@@ -31,13 +46,13 @@ use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use rustix::time::Timespec;
-use tram_bus::{Action, Bus, Credentials, PeerId};
-use tram_wire::Message;
+use tram_bus::{Action, Bus, BusConfig, Credentials, PeerId};
+use tram_wire::{Message, MessageBuilder, MessageType};
 
 use crate::config::Limits;
-use crate::connection::{Connection, Flushed, Received, Scratch};
+use crate::connection::{Connection, Flushed, Received, RecvLimits, Scratch};
 use crate::creds;
-use crate::listener::Listener;
+use crate::listener::{Listener, NONCE_LEN, NonceFile, Transport};
 use crate::log::{self, Level, PeerLabel};
 use crate::sasl::{Outcome, Progress, Sasl, SaslServer};
 use crate::signals::Signals;
@@ -50,6 +65,33 @@ pub(crate) const READ_BUDGET: usize = 16;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many epoll events one wait returns at most.
 const EVENTS_PER_WAIT: usize = 256;
+/// The uid recorded for a connection whose transport carries no credentials (TCP), until an
+/// authentication mechanism proves one; dbus-daemon's "unset" uid.
+const UNKNOWN_ID: u32 = u32::MAX;
+/// The bus driver's name, the sender of the errors the loop answers Hello with.
+const DRIVER: &str = "org.freedesktop.DBus";
+
+/// What the loop takes from the configuration, and takes again on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    /// The connection limits.
+    pub(crate) limits: Limits,
+    /// `<allow_anonymous/>`.
+    pub(crate) allow_anonymous: bool,
+}
+
+/// The authentication servers: one for unix sockets, one for TCP (which offers no EXTERNAL).
+#[derive(Debug, Clone)]
+pub(crate) struct SaslServers {
+    /// For unix sockets.
+    pub(crate) unix: SaslServer,
+    /// For TCP.
+    pub(crate) tcp: SaslServer,
+}
+
+/// Reads the configuration again: given the bus configuration in force, the new one and the
+/// loop's new settings, or the error (`file:line: reason`) that keeps the current ones.
+pub(crate) type Reloader = Box<dyn FnMut(&BusConfig) -> Result<(BusConfig, Settings), String>>;
 
 /// The daemon's event loop and everything it owns.
 pub(crate) struct EventLoop {
@@ -67,13 +109,22 @@ pub(crate) struct EventLoop {
     incomplete: usize,
     /// Authenticated connections (peers of the bus).
     authenticated: usize,
+    /// Connections with a unique name, by uid (anonymous ones are not counted).
+    completed_by_uid: HashMap<u32, usize>,
+    /// Connections with a unique name.
+    completed: usize,
+    /// When connections with fds waiting for their message must have received it.
+    fd_deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     accept_paused_until: Option<Instant>,
     bus: Bus,
-    sasl: SaslServer,
-    limits: Limits,
+    sasl: SaslServers,
+    settings: Settings,
+    reloader: Reloader,
     scratch: Scratch,
     inbox: Vec<Message>,
     dirty: Vec<PeerId>,
+    /// Serial numbers of the errors the loop sends in the driver's name.
+    serial: u32,
 }
 
 /// Why the loop stopped.
@@ -92,8 +143,9 @@ impl EventLoop {
         bus: Bus,
         listeners: Vec<Listener>,
         signals: Signals,
-        sasl: SaslServer,
-        limits: Limits,
+        sasl: SaslServers,
+        settings: Settings,
+        reloader: Reloader,
     ) -> io::Result<EventLoop> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
@@ -116,13 +168,18 @@ impl EventLoop {
             deadlines: VecDeque::new(),
             incomplete: 0,
             authenticated: 0,
+            completed_by_uid: HashMap::new(),
+            completed: 0,
+            fd_deadlines: BinaryHeap::new(),
             accept_paused_until: None,
             bus,
             sasl,
-            limits,
+            settings,
+            reloader,
             scratch: Scratch::new(),
             inbox: Vec::new(),
             dirty: Vec::new(),
+            serial: 0,
         })
     }
 
@@ -170,6 +227,9 @@ impl EventLoop {
         [
             self.bus.poll_timeout(),
             self.deadlines.front().map(|&(deadline, ..)| deadline),
+            self.fd_deadlines
+                .peek()
+                .map(|Reverse((deadline, ..))| *deadline),
             self.accept_paused_until,
         ]
         .into_iter()
@@ -180,7 +240,10 @@ impl EventLoop {
     fn handle_signals(&mut self) -> io::Result<Option<Exit>> {
         while let Some(signal) = self.signals.next()? {
             if signal == libc::SIGHUP {
-                log::warning!("configuration reload is not supported yet; ignoring SIGHUP");
+                if let Err(e) = self.reload() {
+                    log::warning!("cannot reload the configuration, keeping the current one: {e}");
+                }
+                self.drain_bus();
             } else {
                 log::debug!("exiting on signal {signal}");
                 return Ok(Some(Exit::Signal(signal)));
@@ -195,7 +258,10 @@ impl EventLoop {
                 return;
             };
             match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
-                Ok(fd) => self.add_connection(fd, now),
+                Ok(fd) => {
+                    let transport = listener.transport().clone();
+                    self.add_connection(fd, transport, now);
+                }
                 Err(Errno::AGAIN) => return,
                 Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => {}
                 Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
@@ -240,29 +306,44 @@ impl EventLoop {
         }
     }
 
-    fn add_connection(&mut self, fd: OwnedFd, now: Instant) {
-        let creds = match creds::peer_credentials(fd.as_fd()) {
-            Ok(creds) => creds,
-            Err(e) => {
-                log::warning!("dropping a new connection: cannot read its credentials: {e}");
-                return;
-            }
+    fn add_connection(&mut self, fd: OwnedFd, transport: Transport, now: Instant) {
+        let (creds, nonce) = match transport {
+            Transport::Unix => match creds::peer_credentials(fd.as_fd()) {
+                Ok(creds) => (Some(creds), None),
+                Err(e) => {
+                    log::warning!("dropping a new connection: cannot read its credentials: {e}");
+                    return;
+                }
+            },
+            Transport::Tcp { nonce } => (None, nonce),
         };
-        if self.incomplete >= self.limits.max_incomplete_connections {
+        if self.incomplete >= self.settings.limits.max_incomplete_connections {
             self.drop_oldest_incomplete(now);
         }
-        let deadline = now + self.limits.auth_timeout;
-        let (pid, uid) = (creds.pid, creds.uid);
+        let deadline = now + self.settings.limits.auth_timeout;
+        let tcp = creds.is_none();
+        let (pid, uid) = (
+            creds.as_ref().and_then(|c| c.pid),
+            creds.as_ref().map(|c| c.uid),
+        );
+        let creds = creds.unwrap_or_else(|| Credentials {
+            uid: UNKNOWN_ID,
+            gid: UNKNOWN_ID,
+            ..Credentials::default()
+        });
         let conn = Conn {
             io: Connection::new(fd),
             phase: Phase::Auth(Box::new(Auth {
-                sasl: Sasl::new(creds.uid, true),
+                sasl: Sasl::new(uid, !tcp),
                 creds,
+                tcp,
+                nonce: nonce.map(|file| NonceCheck { file, matched: 0 }),
             })),
             interest: EventFlags::IN,
             pid,
             uid,
             name: None,
+            fds_since: None,
         };
         let (slot, generation) = self.insert(conn);
         let token = Token::Connection { slot, generation }.encode();
@@ -293,7 +374,7 @@ impl EventLoop {
                 let reason = format!(
                     "too many incomplete connections (max_incomplete_connections={}), \
                      this is the oldest",
-                    self.limits.max_incomplete_connections
+                    self.settings.limits.max_incomplete_connections
                 );
                 self.close(slot, now, Level::Warning, &reason);
                 return;
@@ -343,8 +424,29 @@ impl EventLoop {
             let Phase::Auth(auth) = &mut conn.phase else {
                 return;
             };
+            if let Some(check) = &mut auth.nonce {
+                let (input, _) = conn.io.auth_io();
+                let Some(taken) = check.take(input) else {
+                    log::warning!("refusing {}: wrong nonce", conn.label(None));
+                    self.remove(slot);
+                    return;
+                };
+                conn.io.consume(taken);
+                if check.matched < NONCE_LEN {
+                    if !more_likely {
+                        return;
+                    }
+                    continue;
+                }
+                auth.nonce = None;
+            }
+            let server = if auth.tcp {
+                &self.sasl.tcp
+            } else {
+                &self.sasl.unix
+            };
             let (input, output) = conn.io.auth_io();
-            let progress = auth.sasl.feed(&self.sasl, input, output);
+            let progress = auth.sasl.feed(server, input, output);
             match progress {
                 Progress::Continue { consumed } => {
                     conn.io.consume(consumed);
@@ -380,17 +482,7 @@ impl EventLoop {
     }
 
     fn complete_authentication(&mut self, slot: u32, outcome: Outcome, now: Instant) {
-        if self.authenticated >= self.limits.max_completed_connections {
-            if let Some(conn) = self.conn(slot) {
-                log::warning!(
-                    "refusing {}: too many connections (max_completed_connections={})",
-                    conn.label(None),
-                    self.limits.max_completed_connections
-                );
-            }
-            self.remove(slot);
-            return;
-        }
+        let allow_anonymous = self.settings.allow_anonymous;
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
@@ -399,6 +491,36 @@ impl EventLoop {
             Phase::Peer(_) => return,
         };
         creds.anonymous = outcome.anonymous;
+        if let Some(identity) = outcome.identity {
+            // DBUS_COOKIE_SHA1 proved a user: the connection is that user's. The kernel's
+            // groups belong to whoever connected; the proven user gets its primary group.
+            if creds.uid != identity.uid {
+                creds.uid = identity.uid;
+                creds.gid = identity.gid;
+                creds.groups = vec![identity.gid];
+            }
+        }
+        conn.uid = (!creds.anonymous && creds.uid != UNKNOWN_ID).then_some(creds.uid);
+        let refusal = if creds.anonymous && !allow_anonymous {
+            Some("authenticated anonymously, and <allow_anonymous/> is not set".to_owned())
+        } else if !self.bus.admits(&creds) {
+            Some(format!(
+                "uid {} may not connect (the policy's user and group rules)",
+                creds.uid
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            if let Some(conn) = self.conn(slot) {
+                log::warning!("refusing {}: {reason}", conn.label(None));
+            }
+            self.remove(slot);
+            return;
+        }
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
         if let Err(e) = conn.io.set_unix_fds(outcome.unix_fds) {
             log::warning!("disconnecting {}: {e}", conn.label(None));
             self.remove(slot);
@@ -424,26 +546,32 @@ impl EventLoop {
         // The last authentication replies, unless the bus already dropped the peer.
         self.flush(slot, now);
         // Messages that came with the handshake.
+        let limits = self.recv_limits();
         let result = match slot_conn(&mut self.slots, slot) {
-            Some(conn) => conn.io.process_buffered(&mut self.inbox),
+            Some(conn) => conn.io.process_buffered(&mut self.inbox, &limits),
             None => return,
         };
         if self.deliver(slot, peer, now) {
-            if let Err(e) = result {
-                self.close(slot, now, Level::Warning, &e);
+            match result {
+                Ok(()) => self.track_pending_fds(slot, now),
+                Err(e) => self.close(slot, now, Level::Warning, &e),
             }
         }
     }
 
     fn read_peer(&mut self, slot: u32, peer: PeerId, now: Instant) {
+        let limits = self.recv_limits();
         for _ in 0..READ_BUDGET {
             let Some(conn) = slot_conn(&mut self.slots, slot) else {
                 return;
             };
-            let result = conn.io.receive(&mut self.scratch, &mut self.inbox);
+            let result = conn.io.receive(&mut self.scratch, &mut self.inbox, &limits);
             // Messages read before an error are valid and delivered first.
             if !self.deliver(slot, peer, now) {
                 return;
+            }
+            if result.is_ok() {
+                self.track_pending_fds(slot, now);
             }
             match result {
                 Ok(Received::Data { more_likely: true }) => {}
@@ -472,6 +600,12 @@ impl EventLoop {
             if !alive {
                 continue;
             }
+            if self.conn(slot).is_some_and(|c| c.name.is_none()) && is_hello(&msg) {
+                if let Some((text, limit)) = self.connection_limit_reached(slot) {
+                    self.refuse_hello(slot, &msg, &text, limit);
+                    continue;
+                }
+            }
             self.bus.handle_message(now, peer, msg);
             self.drain_bus();
             alive = self.peer_slot(peer) == Some(slot);
@@ -492,8 +626,93 @@ impl EventLoop {
             if let Some(conn) = slot_conn(&mut self.slots, slot) {
                 conn.name = Some(name);
                 self.incomplete -= 1;
+                self.completed += 1;
+                if let Some(uid) = conn.uid {
+                    *self.completed_by_uid.entry(uid).or_insert(0) += 1;
+                }
             }
         }
+    }
+
+    /// Whether a Hello from `slot` would exceed a connection limit: the error text and the
+    /// limit's name and value for the log.
+    fn connection_limit_reached(&self, slot: u32) -> Option<(String, String)> {
+        let limits = &self.settings.limits;
+        if self.completed >= limits.max_completed_connections {
+            return Some((
+                "The maximum number of active connections has been reached".to_owned(),
+                format!(
+                    "max_completed_connections={}",
+                    limits.max_completed_connections
+                ),
+            ));
+        }
+        let uid = self.conn(slot)?.uid?;
+        let count = self.completed_by_uid.get(&uid).copied().unwrap_or(0);
+        (count >= limits.max_connections_per_user).then(|| {
+            (
+                format!("The maximum number of active connections for UID {uid} has been reached"),
+                format!(
+                    "max_connections_per_user={}",
+                    limits.max_connections_per_user
+                ),
+            )
+        })
+    }
+
+    /// Answers a Hello the connection limits refuse with `LimitsExceeded`, as dbus-daemon does
+    /// (to the name dbus-daemon uses for a connection without one), and logs it.
+    fn refuse_hello(&mut self, slot: u32, hello: &Message, text: &str, limit: String) {
+        self.serial = self.serial.wrapping_add(1).max(1);
+        let error =
+            MessageBuilder::error(hello.serial(), "org.freedesktop.DBus.Error.LimitsExceeded")
+                .destination(":not.active.yet")
+                .sender(DRIVER)
+                .body("s", |w| w.string(text))
+                .build(self.serial);
+        let Some(conn) = slot_conn(&mut self.slots, slot) else {
+            return;
+        };
+        log::warning!("{text} ({limit}); refused Hello from {}", conn.label(None));
+        conn.io.queue_raw(error.as_bytes());
+    }
+
+    /// Starts or stops the `pending_fd_timeout` clock of `slot` after a read.
+    fn track_pending_fds(&mut self, slot: u32, now: Instant) {
+        let timeout = self.settings.limits.pending_fd_timeout;
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let generation = s.generation;
+        let Some(conn) = s.conn.as_mut() else {
+            return;
+        };
+        if !conn.io.has_pending_fds() {
+            conn.fds_since = None;
+        } else if conn.fds_since.is_none() {
+            conn.fds_since = Some(now);
+            self.fd_deadlines
+                .push(Reverse((now + timeout, slot, generation)));
+        }
+    }
+
+    /// The limits connections read under.
+    fn recv_limits(&self) -> RecvLimits {
+        let limits = &self.settings.limits;
+        RecvLimits {
+            max_message_size: limits.max_message_size,
+            max_message_unix_fds: limits.max_message_unix_fds,
+            max_read: limits.max_incoming_bytes,
+        }
+    }
+
+    /// Reads the configuration again and applies it whole, or changes nothing.
+    fn reload(&mut self) -> Result<(), String> {
+        let (config, settings) = (self.reloader)(self.bus.config())?;
+        self.bus.reload(config);
+        self.settings = settings;
+        log::info!("reloaded the configuration");
+        Ok(())
     }
 
     /// Drains the bus's actions and collects its dirty peers (after every input).
@@ -508,11 +727,19 @@ impl EventLoop {
                         self.remove(slot);
                     }
                 }
-                Action::Reload(token) => {
-                    // Built-in defaults are all tramd reads so far: reloading keeps them.
-                    let config = self.bus.config().clone();
-                    self.bus.finish_reload(token, Ok(config));
-                }
+                Action::Reload(token) => match (self.reloader)(self.bus.config()) {
+                    Ok((config, settings)) => {
+                        self.settings = settings;
+                        self.bus.finish_reload(token, Ok(config));
+                        log::info!("reloaded the configuration (ReloadConfig)");
+                    }
+                    Err(e) => {
+                        log::warning!(
+                            "cannot reload the configuration, keeping the current one: {e}"
+                        );
+                        self.bus.finish_reload(token, Err(e));
+                    }
+                },
                 other => log::warning!("ignoring unsupported bus action {other:?}"),
             }
         }
@@ -579,8 +806,8 @@ impl EventLoop {
                     break;
                 }
                 let reason = format!(
-                    "no Hello within {} s of connecting (auth_timeout)",
-                    self.limits.auth_timeout.as_secs()
+                    "no Hello within {} ms of connecting (auth_timeout)",
+                    self.settings.limits.auth_timeout.as_millis()
                 );
                 self.close(slot, now, Level::Warning, &reason);
             }
@@ -595,6 +822,32 @@ impl EventLoop {
                     s.generation == generation && s.conn.as_ref().is_some_and(|c| c.name.is_none())
                 })
             });
+        }
+        while let Some(&Reverse((deadline, slot, generation))) = self.fd_deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.fd_deadlines.pop();
+            let timeout = self.settings.limits.pending_fd_timeout;
+            let since = match self.slots.get(slot as usize) {
+                Some(s) if s.generation == generation => s.conn.as_ref().and_then(|c| c.fds_since),
+                _ => None,
+            };
+            let Some(since) = since else {
+                continue;
+            };
+            if since + timeout <= now {
+                let reason = format!(
+                    "file descriptors waited longer than pending_fd_timeout ({} ms) for their \
+                     message",
+                    timeout.as_millis()
+                );
+                self.close(slot, now, Level::Warning, &reason);
+            } else if since + timeout > deadline {
+                // The timeout grew with a reload: look again then.
+                self.fd_deadlines
+                    .push(Reverse((since + timeout, slot, generation)));
+            }
         }
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.resume_accepting();
@@ -652,6 +905,16 @@ impl EventLoop {
         self.free_slots.push(slot);
         if conn.name.is_none() {
             self.incomplete -= 1;
+        } else {
+            self.completed -= 1;
+            if let Some(uid) = conn.uid {
+                if let Some(count) = self.completed_by_uid.get_mut(&uid) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.completed_by_uid.remove(&uid);
+                    }
+                }
+            }
         }
         if let Phase::Peer(peer) = conn.phase {
             if let Some(entry) = self.peers.get_mut(peer.index() as usize) {
@@ -702,9 +965,13 @@ struct Conn {
     /// The epoll interest currently registered.
     interest: EventFlags,
     pid: Option<u32>,
-    uid: u32,
+    /// The user, once known: from the kernel, or proven by authentication; `None` for TCP
+    /// before authentication and for anonymous connections.
+    uid: Option<u32>,
     /// The unique name, once the bus assigned one (for logs after the bus forgot the peer).
     name: Option<Box<str>>,
+    /// Since when fds have been waiting for the rest of their message.
+    fds_since: Option<Instant>,
 }
 
 enum Phase {
@@ -715,6 +982,30 @@ enum Phase {
 struct Auth {
     sasl: Sasl,
     creds: Credentials,
+    /// The connection came in over TCP.
+    tcp: bool,
+    /// The nonce still to be received (`nonce-tcp:`).
+    nonce: Option<NonceCheck>,
+}
+
+/// How much of the nonce a `nonce-tcp:` client has sent.
+struct NonceCheck {
+    file: Arc<NonceFile>,
+    matched: usize,
+}
+
+impl NonceCheck {
+    /// Compares the front of `input` with the rest of the nonce: how many bytes matched, or
+    /// `None` on a mismatch.
+    fn take(&mut self, input: &[u8]) -> Option<usize> {
+        let expected = self.file.nonce().get(self.matched..).unwrap_or_default();
+        let n = expected.len().min(input.len());
+        if input.get(..n)? != expected.get(..n)? {
+            return None;
+        }
+        self.matched += n;
+        Some(n)
+    }
 }
 
 impl Conn {
@@ -770,6 +1061,14 @@ impl Token {
             _ => None,
         }
     }
+}
+
+/// Whether `msg` is a call of the driver's Hello.
+fn is_hello(msg: &Message) -> bool {
+    msg.message_type() == MessageType::MethodCall
+        && msg.destination() == Some(DRIVER)
+        && msg.member() == Some("Hello")
+        && matches!(msg.interface(), None | Some(DRIVER))
 }
 
 /// The connection in `slot`, borrowing only the slab (so other fields stay usable).

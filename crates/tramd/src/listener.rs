@@ -1,33 +1,67 @@
 //! Listening sockets for the addresses in the configuration.
 //!
 //! [`Listener::bind`] takes one configured address string, whose `;`-separated entries are
-//! alternatives, and listens on the first entry that works (as dbus-daemon does). The socket is
+//! alternatives, and listens on the first entry that works (as dbus-daemon does). Sockets are
 //! non-blocking and close-on-exec. Each listener knows its connectable address (a `dir`,
-//! `tmpdir` or `runtime` entry becomes a `path` one), escaped for printing.
+//! `tmpdir` or `runtime` entry becomes a `path` one; a TCP port 0 becomes the chosen port),
+//! escaped for printing, and its [`Transport`].
 //!
-//! A socket file the daemon created is unlinked when its [`Listener`] is dropped, that is at
-//! clean exit. An existing socket file at a `path` address is replaced only when nothing
+//! Unix sockets: a socket file is made connectable by every user (mode 0777, as dbus-daemon
+//! does: authentication decides who stays) and unlinked when its [`Listener`] is dropped, that
+//! is at clean exit. An existing socket file at a `path` address is replaced only when nothing
 //! answers on it (a stale socket from a crashed bus); a live one is "address in use".
+//!
+//! TCP: the `bind` name (or `host`, or `localhost`) is resolved and every resulting address of
+//! the requested family is listened on, all on one port (the first one's, when port 0 asks the
+//! kernel to choose); `*` means every interface. `nonce-tcp:` listeners share a [`NonceFile`]:
+//! 16 random bytes in a new private directory under `$TMPDIR` (or `/tmp`), removed when the last
+//! of its listeners is dropped.
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
-use crate::address::{self, ListenAddress};
+use crate::address::{self, Family, ListenAddress, TcpAddress};
 use crate::ids;
 
-/// A bound, listening unix socket.
+/// The length of a nonce-tcp nonce.
+pub(crate) const NONCE_LEN: usize = 16;
+
+/// A bound, listening socket.
 #[derive(Debug)]
 pub(crate) struct Listener {
     fd: OwnedFd,
     address: String,
+    transport: Transport,
     unlink_on_drop: Option<PathBuf>,
+}
+
+/// What kind of connections a listener accepts.
+#[derive(Debug, Clone)]
+pub(crate) enum Transport {
+    /// Unix sockets: kernel credentials, fd passing.
+    Unix,
+    /// TCP: no credentials, no fds; with a nonce for `nonce-tcp:`.
+    Tcp {
+        /// The nonce clients must send first (`nonce-tcp:` only).
+        nonce: Option<Arc<NonceFile>>,
+    },
+}
+
+/// The nonce of `nonce-tcp:` listeners and the file it is published in.
+#[derive(Debug)]
+pub(crate) struct NonceFile {
+    nonce: [u8; NONCE_LEN],
+    dir: PathBuf,
+    path: PathBuf,
 }
 
 /// Why no entry of an address could be listened on.
@@ -53,11 +87,12 @@ impl fmt::Display for ListenError {
 impl std::error::Error for ListenError {}
 
 impl Listener {
-    /// Listens on the first entry of `address` that works.
+    /// Listens on the first entry of `address` that works: one socket, or for TCP one per
+    /// resolved address (all with the same connectable address).
     ///
     /// # Errors
     /// The address does not parse, or no entry could be listened on.
-    pub(crate) fn bind(address: &str) -> Result<Listener, ListenError> {
+    pub(crate) fn bind(address: &str) -> Result<Vec<Listener>, ListenError> {
         let error = |reasons| ListenError {
             address: address.to_owned(),
             reasons,
@@ -83,6 +118,63 @@ impl Listener {
     pub(crate) fn address(&self) -> &str {
         &self.address
     }
+
+    /// The transport of the connections it accepts.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+impl NonceFile {
+    /// Makes a nonce and writes it to `nonce` in a new private directory in `parent`.
+    ///
+    /// # Errors
+    /// The random source failed, or the directory or file could not be created.
+    pub(crate) fn create(parent: &Path) -> io::Result<NonceFile> {
+        let mut nonce = [0u8; NONCE_LEN];
+        ids::fill_random(&mut nonce)?;
+        let mut last_error = None;
+        for _ in 0..RANDOM_NAME_ATTEMPTS {
+            let mut name = OsStr::new("dbus_nonce-").to_owned();
+            name.push(random_name()?);
+            let dir = parent.join(name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let path = dir.join("nonce");
+            let file = NonceFile { nonce, dir, path };
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file.path)
+                .and_then(|mut f| f.write_all(&file.nonce))?;
+            return Ok(file);
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    /// The nonce.
+    pub(crate) fn nonce(&self) -> &[u8; NONCE_LEN] {
+        &self.nonce
+    }
+
+    /// Where it is published.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for NonceFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 impl AsFd for Listener {
@@ -107,30 +199,154 @@ const RANDOM_NAME_ATTEMPTS: usize = 16;
 /// The listen backlog; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 4096;
 
-fn bind_one(listen: &ListenAddress) -> io::Result<Listener> {
-    match listen {
-        ListenAddress::Path(path) => bind_path(path, true),
+fn bind_one(listen: &ListenAddress) -> io::Result<Vec<Listener>> {
+    let unix = match listen {
+        ListenAddress::Path(path) => bind_path(path, true)?,
         ListenAddress::Abstract(name) => {
             let fd = new_socket()?;
             rustix::net::bind(&fd, &SocketAddrUnix::new_abstract_name(name)?)?;
             rustix::net::listen(&fd, BACKLOG)?;
-            Ok(Listener {
+            Listener {
                 fd,
                 address: format!("unix:abstract={}", address::escape(name)),
+                transport: Transport::Unix,
                 unlink_on_drop: None,
-            })
+            }
         }
         // dbus-daemon 1.14 creates a path socket for tmpdir too, not an abstract one.
-        ListenAddress::Dir(dir) | ListenAddress::Tmpdir(dir) => bind_in_dir(dir),
+        ListenAddress::Dir(dir) | ListenAddress::Tmpdir(dir) => bind_in_dir(dir)?,
         ListenAddress::Runtime => {
             let dir = std::env::var_os("XDG_RUNTIME_DIR")
                 .filter(|d| !d.is_empty())
                 .ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotFound, "XDG_RUNTIME_DIR is not set")
                 })?;
-            bind_path(&Path::new(&dir).join("bus"), true)
+            bind_path(&Path::new(&dir).join("bus"), true)?
+        }
+        ListenAddress::Tcp(tcp) => return bind_tcp(tcp),
+    };
+    Ok(vec![unix])
+}
+
+/// Listens on every address `tcp` resolves to, all on one port.
+fn bind_tcp(tcp: &TcpAddress) -> io::Result<Vec<Listener>> {
+    let targets = resolve(tcp)?;
+    let nonce = if tcp.nonce {
+        let parent = std::env::var_os("TMPDIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        Some(Arc::new(NonceFile::create(&parent)?))
+    } else {
+        None
+    };
+    let mut port = tcp.port;
+    let mut sockets: Vec<(OwnedFd, Family)> = Vec::new();
+    for ip in targets {
+        let family = if ip.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
+        match bind_tcp_socket(SocketAddr::new(ip, port)) {
+            Ok((fd, bound)) => {
+                port = bound;
+                sockets.push((fd, family));
+            }
+            // An address this host does not have (such as ::1 without IPv6): skip it.
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && !sockets.is_empty() => {}
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => return Err(e),
         }
     }
+    let Some(&(_, family)) = sockets.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "no address to listen on",
+        ));
+    };
+    let mut address = format!(
+        "{}:host={},port={port},family={}",
+        if tcp.nonce { "nonce-tcp" } else { "tcp" },
+        address::escape(tcp.host.as_bytes()),
+        family.name()
+    );
+    if let Some(nonce) = &nonce {
+        address.push_str(",noncefile=");
+        address.push_str(&address::escape(nonce.path().as_os_str().as_bytes()));
+    }
+    Ok(sockets
+        .into_iter()
+        .map(|(fd, _)| Listener {
+            fd,
+            address: address.clone(),
+            transport: Transport::Tcp {
+                nonce: nonce.clone(),
+            },
+            unlink_on_drop: None,
+        })
+        .collect())
+}
+
+/// The IP addresses to listen on, of the requested family, without repeats.
+fn resolve(tcp: &TcpAddress) -> io::Result<Vec<IpAddr>> {
+    let name = tcp.bind.as_deref().unwrap_or(&tcp.host);
+    let wanted = |ip: &IpAddr| match tcp.family {
+        Some(Family::Ipv4) => ip.is_ipv4(),
+        Some(Family::Ipv6) => ip.is_ipv6(),
+        None => true,
+    };
+    let candidates: Vec<IpAddr> = if name == "*" {
+        vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]
+    } else if let Ok(ip) = name.parse::<IpAddr>() {
+        vec![ip]
+    } else {
+        (name, 0)
+            .to_socket_addrs()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {name:?}: {e}")))?
+            .map(|a| a.ip())
+            .collect()
+    };
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ip in candidates.into_iter().filter(wanted) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    if ips.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{name:?} has no address of the requested family"),
+        ));
+    }
+    Ok(ips)
+}
+
+/// One listening TCP socket; returns it and the port it got.
+fn bind_tcp_socket(addr: SocketAddr) -> io::Result<(OwnedFd, u16)> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv6() {
+        // `::` must not also take the IPv4 port that `0.0.0.0` listens on.
+        rustix::net::sockopt::set_ipv6_v6only(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, BACKLOG)?;
+    let bound = SocketAddr::try_from(rustix::net::getsockname(&fd)?)
+        .map_err(|_| io::Error::other("getsockname returned a non-IP address"))?;
+    Ok((fd, bound.port()))
 }
 
 fn bind_in_dir(dir: &Path) -> io::Result<Listener> {
@@ -168,8 +384,11 @@ fn bind_path(path: &Path, replace_stale: bool) -> io::Result<Listener> {
     let listener = Listener {
         fd,
         address: format!("unix:path={}", address::escape(path.as_os_str().as_bytes())),
+        transport: Transport::Unix,
         unlink_on_drop: Some(path.to_owned()),
     };
+    // Anyone may connect; authentication and the policy decide who stays.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
     rustix::net::listen(&listener.fd, BACKLOG)?;
     Ok(listener)
 }
@@ -202,15 +421,20 @@ fn new_socket() -> io::Result<OwnedFd> {
 
 /// `dbus-` and ten random alphanumerics, like dbus-daemon's names.
 fn random_socket_name() -> io::Result<std::ffi::OsString> {
+    let mut name = OsStr::new("dbus-").to_owned();
+    name.push(random_name()?);
+    Ok(name)
+}
+
+/// Ten random alphanumerics.
+fn random_name() -> io::Result<std::ffi::OsString> {
     const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut random = [0u8; 10];
     ids::fill_random(&mut random)?;
-    let mut name = b"dbus-".to_vec();
-    name.extend(
-        random
-            .iter()
-            .map(|&r| ALPHABET[usize::from(r) % ALPHABET.len()]),
-    );
+    let name: Vec<u8> = random
+        .iter()
+        .map(|&r| ALPHABET[usize::from(r) % ALPHABET.len()])
+        .collect();
     Ok(OsStr::from_bytes(&name).to_owned())
 }
 
@@ -220,6 +444,12 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     struct TempDir(PathBuf);
+
+    fn bind1(address: &str) -> Listener {
+        let mut listeners = Listener::bind(address).unwrap();
+        assert_eq!(listeners.len(), 1, "{address}");
+        listeners.remove(0)
+    }
 
     impl TempDir {
         fn new(tag: &str) -> TempDir {
@@ -244,10 +474,12 @@ mod tests {
         let dir = TempDir::new("path");
         let path = dir.0.join("bus socket");
         let address = format!("unix:path={}", address::escape(path.as_os_str().as_bytes()));
-        let listener = Listener::bind(&address).unwrap();
+        let listener = bind1(&address);
         assert_eq!(listener.address(), address);
         assert!(listener.address().contains("bus%20socket"));
         UnixStream::connect(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777, "every user may connect");
         // A live socket is not taken over.
         let err = Listener::bind(&address).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
@@ -261,7 +493,7 @@ mod tests {
         let path = dir.0.join("bus");
         let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
         drop(stale); // leaves the file behind, nobody listening
-        let listener = Listener::bind(&format!("unix:path={}", path.display())).unwrap();
+        let listener = bind1(&format!("unix:path={}", path.display()));
         UnixStream::connect(&path).unwrap();
         drop(listener);
     }
@@ -279,7 +511,7 @@ mod tests {
     fn dir_and_tmpdir_get_random_path_sockets() {
         let dir = TempDir::new("dir");
         for key in ["dir", "tmpdir"] {
-            let listener = Listener::bind(&format!("unix:{key}={}", dir.0.display())).unwrap();
+            let listener = bind1(&format!("unix:{key}={}", dir.0.display()));
             let prefix = format!("unix:path={}/dbus-", dir.0.display());
             let address = listener.address();
             assert!(address.starts_with(&prefix), "{address}");
@@ -293,7 +525,7 @@ mod tests {
     #[test]
     fn abstract_socket() {
         let name = format!("/tmp/tramd-test-{}", ids::random_guid().unwrap());
-        let listener = Listener::bind(&format!("unix:abstract={name}")).unwrap();
+        let listener = bind1(&format!("unix:abstract={name}"));
         assert_eq!(listener.address(), format!("unix:abstract={name}"));
         let err = Listener::bind(&format!("unix:abstract={name}")).unwrap_err();
         assert!(err.to_string().contains(&name), "{err}");
@@ -307,14 +539,18 @@ mod tests {
             "unix:path=/nonexistent/dir/bus;unix:path={}",
             path.display()
         );
-        let listener = Listener::bind(&address).unwrap();
+        let listener = bind1(&address);
         assert_eq!(listener.address(), format!("unix:path={}", path.display()));
     }
 
     #[test]
     fn errors_say_why() {
         let cases = [
-            ("tcp:host=localhost", "not supported"),
+            ("udp:host=localhost", "not supported"),
+            (
+                "tcp:host=127.0.0.1,family=ipv6",
+                "no address of the requested family",
+            ),
             ("unix:path=/nonexistent/dir/bus", "/nonexistent/dir/bus"),
             ("unix:bogus=1", "unknown key"),
             ("garbage", "lacks a ':'"),
@@ -323,5 +559,76 @@ mod tests {
             let err = Listener::bind(address).unwrap_err().to_string();
             assert!(err.contains(needle), "{address}: {err}");
         }
+    }
+
+    #[test]
+    fn tcp_on_loopback() {
+        let listener = bind1("tcp:host=127.0.0.1,port=0");
+        let address = listener.address().to_owned();
+        let port: u16 = address
+            .strip_prefix("tcp:host=127.0.0.1,port=")
+            .and_then(|rest| rest.strip_suffix(",family=ipv4"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{address}"));
+        assert_ne!(port, 0);
+        assert!(matches!(
+            listener.transport(),
+            Transport::Tcp { nonce: None }
+        ));
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // bind= chooses the interface; host= is what clients are told.
+        let bound = bind1("tcp:bind=127.0.0.1,port=0");
+        assert!(
+            bound.address().starts_with("tcp:host=localhost,port="),
+            "{}",
+            bound.address()
+        );
+        // An explicit port is kept.
+        drop(listener);
+        let again = bind1(&format!("tcp:host=127.0.0.1,port={port}"));
+        assert_eq!(again.address(), address);
+    }
+
+    #[test]
+    fn nonce_tcp_publishes_its_nonce() {
+        let dir = TempDir::new("nonce");
+        let nonce = NonceFile::create(&dir.0).unwrap();
+        let path = nonce.path().to_owned();
+        assert_eq!(std::fs::read(&path).unwrap(), nonce.nonce());
+        let meta = std::fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert!(
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dbus_nonce-")
+        );
+        drop(nonce);
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+
+        let listener = bind1("nonce-tcp:host=127.0.0.1");
+        let Transport::Tcp { nonce: Some(nonce) } = listener.transport() else {
+            panic!("no nonce");
+        };
+        let file = nonce.path().to_owned();
+        let expected = format!(
+            ",family=ipv4,noncefile={}",
+            address::escape(file.as_os_str().as_bytes())
+        );
+        assert!(
+            listener
+                .address()
+                .starts_with("nonce-tcp:host=127.0.0.1,port=")
+        );
+        assert!(
+            listener.address().ends_with(&expected),
+            "{}",
+            listener.address()
+        );
+        assert_eq!(std::fs::read(&file).unwrap().len(), NONCE_LEN);
+        drop(listener);
+        assert!(!file.exists());
     }
 }

@@ -1,8 +1,9 @@
 //! tramd: the D-Bus message bus daemon.
 //!
 //! A thin entry point: parse the command line ([`cli`]), then run the daemon ([`daemon`]).
-//! Exit status 0 on a clean stop (SIGTERM, SIGINT) and for `--help`/`--version`; 1 for a bad
-//! command line or any failure to start.
+//! Exit status 0 on a clean stop (SIGTERM, SIGINT) and for `--help`, `--version` and
+//! `--introspect`; 1 for a bad command line or any failure to start. The parent of `--fork`
+//! exits 0 once the daemon is ready, 1 if it failed first.
 
 mod address;
 mod cli;
@@ -12,9 +13,12 @@ mod creds;
 mod daemon;
 mod event_loop;
 mod ids;
+mod keyring;
 mod listener;
 mod log;
+mod process;
 mod sasl;
+mod sha1;
 mod signals;
 
 use std::process::ExitCode;
@@ -27,6 +31,10 @@ fn main() -> ExitCode {
         }
         Ok(cli::Command::Version) => {
             println!("tramd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(cli::Command::Introspect) => {
+            print!("{}", tram_bus::introspect("/org/freedesktop/DBus"));
             ExitCode::SUCCESS
         }
         Ok(cli::Command::Run(options)) => match daemon::run(options) {

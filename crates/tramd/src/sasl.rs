@@ -1,7 +1,8 @@
 //! The server side of the D-Bus authentication protocol, as a pure state machine.
 //!
 //! Implements the "Authentication Protocol" section of the D-Bus specification with the
-//! EXTERNAL and ANONYMOUS mechanisms, replying with the same texts as dbus-daemon 1.14.
+//! EXTERNAL, DBUS_COOKIE_SHA1 and ANONYMOUS mechanisms, replying with the same texts as
+//! dbus-daemon 1.14.
 //! [`Sasl::feed`] takes the bytes a client sent so far and consumes complete `\r\n`-terminated
 //! lines only, appending every reply to an output buffer. It stops right after `BEGIN\r\n`:
 //! whatever follows is the start of the message stream and is left unconsumed, so a client that
@@ -14,13 +15,23 @@
 //!   still produced, for the caller to send before closing);
 //! * `BEGIN` before `OK` refuses the client, as the specification's state diagram says;
 //! * EXTERNAL accepts an empty authorization identity (the kernel's credentials are used) or
-//!   the peer's uid in ASCII decimal; anything else is rejected.
+//!   the peer's uid in ASCII decimal; anything else is rejected. Without kernel credentials
+//!   (TCP) it rejects everything;
+//! * DBUS_COOKIE_SHA1 runs the specification's challenge and response: the client names a
+//!   user (a name or a decimal uid), gets `org_freedesktop_general <cookie id> <challenge>`,
+//!   and must answer `<its challenge> <hex SHA-1 of server challenge:its challenge:cookie>`;
+//!   the comparison takes the same time wherever the digests differ. The identity proven this
+//!   way is reported in [`Outcome::identity`].
 //!
-//! There is no I/O and no clock here: the caller enforces the authentication timeout.
+//! There is no I/O and no clock here: the caller enforces the authentication timeout, and the
+//! keyring and the random challenges come from a [`CookieAuthority`] it provides.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::config::Mechanism;
+use crate::keyring::{CONTEXT, Cookie};
+use crate::sha1;
 
 /// The longest line accepted, `\r\n` included. dbus-daemon refuses lines of a little over
 /// 16 KiB; no legitimate command comes close.
@@ -29,19 +40,47 @@ pub(crate) const MAX_LINE: usize = 16 * 1024;
 /// How many `REJECTED` replies a client gets before it is disconnected (as dbus-daemon).
 pub(crate) const MAX_REJECTIONS: u32 = 6;
 
-/// What every connection of one listener shares: the GUID and the offered mechanisms.
+/// The length of the server's DBUS_COOKIE_SHA1 challenge in random bytes (hex-encoded on the
+/// wire).
+pub(crate) const CHALLENGE_BYTES: usize = 16;
+
+/// What every connection of one listener shares: the GUID, the offered mechanisms, and where
+/// DBUS_COOKIE_SHA1 cookies come from.
 #[derive(Debug, Clone)]
 pub(crate) struct SaslServer {
     ok_line: Vec<u8>,
     rejected_line: Vec<u8>,
     mechanisms: Vec<Mechanism>,
+    cookies: Option<Arc<dyn CookieAuthority>>,
+}
+
+/// The keyring side of DBUS_COOKIE_SHA1, provided by the caller.
+pub(crate) trait CookieAuthority: fmt::Debug {
+    /// The user a client claims to be (a user name, or a uid in decimal) and a cookie to
+    /// challenge it with; `Err` says why the user cannot be challenged.
+    ///
+    /// # Errors
+    /// Unknown user, unusable keyring.
+    fn challenge(&self, claimed: &str) -> Result<(Identity, Cookie), String>;
+
+    /// Fills `buf` with random bytes; false when the random source failed.
+    fn random(&self, buf: &mut [u8]) -> bool;
+}
+
+/// A user proven by DBUS_COOKIE_SHA1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    /// The user id.
+    pub(crate) uid: u32,
+    /// The user's primary group id.
+    pub(crate) gid: u32,
 }
 
 /// The authentication state of one connection.
 #[derive(Debug)]
 pub(crate) struct Sasl {
     state: State,
-    peer_uid: u32,
+    peer_uid: Option<u32>,
     fd_passing_possible: bool,
     unix_fds: bool,
     rejections: u32,
@@ -73,6 +112,9 @@ pub(crate) struct Outcome {
     pub(crate) unix_fds: bool,
     /// Whether the client authenticated with ANONYMOUS.
     pub(crate) anonymous: bool,
+    /// The user DBUS_COOKIE_SHA1 proved; `None` for the kernel's credentials (EXTERNAL) or no
+    /// user (ANONYMOUS).
+    pub(crate) identity: Option<Identity>,
 }
 
 /// Why a client was refused.
@@ -112,7 +154,15 @@ impl SaslServer {
             ok_line: format!("OK {guid}\r\n").into_bytes(),
             rejected_line,
             mechanisms: mechanisms.to_vec(),
+            cookies: None,
         }
+    }
+
+    /// The same server, with DBUS_COOKIE_SHA1 cookies from `cookies` (without, that mechanism
+    /// rejects every client).
+    pub(crate) fn with_cookies(mut self, cookies: Arc<dyn CookieAuthority>) -> SaslServer {
+        self.cookies = Some(cookies);
+        self
     }
 
     fn offers(&self, name: &[u8]) -> Option<Mechanism> {
@@ -124,9 +174,10 @@ impl SaslServer {
 }
 
 impl Sasl {
-    /// A new conversation with a peer whose kernel credentials say `peer_uid`.
-    /// `fd_passing_possible` says whether the transport can carry fds (unix sockets can).
-    pub(crate) fn new(peer_uid: u32, fd_passing_possible: bool) -> Sasl {
+    /// A new conversation with a peer whose kernel credentials say `peer_uid` (`None` on a
+    /// transport without credentials). `fd_passing_possible` says whether the transport can
+    /// carry fds (unix sockets can).
+    pub(crate) fn new(peer_uid: Option<u32>, fd_passing_possible: bool) -> Sasl {
         Sasl {
             state: State::ExpectNul,
             peer_uid,
@@ -181,14 +232,14 @@ impl Sasl {
         }
         // The command starts the line: leading whitespace makes it unknown, as in dbus-daemon.
         let (command, args) = split_word(line);
-        match (command, self.state) {
+        match (command, &self.state) {
             (b"AUTH", State::WaitingForAuth) => self.auth(server, args, out),
             (b"AUTH", State::WaitingForData(_)) => {
                 error(out, "Sent AUTH while another AUTH in progress")
             }
             (b"AUTH", _) => error(out, "Sent AUTH while expecting BEGIN"),
-            (b"DATA", State::WaitingForData(mechanism)) => match decode_hex(skip_space(args)) {
-                Some(response) => self.respond(server, mechanism, &response, out),
+            (b"DATA", State::WaitingForData(_)) => match decode_hex(skip_space(args)) {
+                Some(response) => self.data(server, &response, out),
                 None => error(out, "Invalid hex encoding"),
             },
             (b"DATA", State::WaitingForBegin { .. }) => {
@@ -198,9 +249,16 @@ impl Sasl {
                 error(out, "Not currently in an auth conversation")
             }
             (b"CANCEL" | b"ERROR", _) => self.reject(server, out),
-            (b"BEGIN", State::WaitingForBegin { anonymous }) => Step::Begin(Outcome {
+            (
+                b"BEGIN",
+                &State::WaitingForBegin {
+                    anonymous,
+                    identity,
+                },
+            ) => Step::Begin(Outcome {
                 unix_fds: self.unix_fds,
                 anonymous,
+                identity,
             }),
             (b"BEGIN", _) => Step::Fail(Failure::BeginBeforeOk),
             (b"NEGOTIATE_UNIX_FD", State::WaitingForBegin { .. }) => {
@@ -225,39 +283,98 @@ impl Sasl {
         };
         let response = skip_space(response);
         match (mechanism, response.is_empty()) {
-            (Mechanism::External, true) => {
-                self.state = State::WaitingForData(mechanism);
+            // These need a response: ask for it.
+            (Mechanism::External | Mechanism::CookieSha1, true) => {
+                self.state = State::WaitingForData(match mechanism {
+                    Mechanism::External => Pending::External,
+                    _ => Pending::CookieUser,
+                });
                 out.extend_from_slice(b"DATA\r\n");
                 Step::Continue
             }
-            (_, true) => self.respond(server, mechanism, b"", out),
+            (_, true) => self.first_response(server, mechanism, b"", out),
             (_, false) => match decode_hex(response) {
-                Some(decoded) => self.respond(server, mechanism, &decoded, out),
+                Some(decoded) => self.first_response(server, mechanism, &decoded, out),
                 None => error(out, "Invalid hex encoding"),
             },
         }
     }
 
-    /// Feeds a client response to `mechanism`; both offered mechanisms finish in one step.
-    fn respond(
+    /// `DATA` with a decoded response, in the middle of an exchange.
+    fn data(&mut self, server: &SaslServer, response: &[u8], out: &mut Vec<u8>) -> Step {
+        match std::mem::replace(&mut self.state, State::WaitingForAuth) {
+            State::WaitingForData(Pending::External) => {
+                self.first_response(server, Mechanism::External, response, out)
+            }
+            State::WaitingForData(Pending::CookieUser) => {
+                self.first_response(server, Mechanism::CookieSha1, response, out)
+            }
+            State::WaitingForData(Pending::CookieProof(challenge)) => {
+                match challenge.verify(response) {
+                    Some(identity) => self.accept(server, false, Some(identity), out),
+                    None => self.reject(server, out),
+                }
+            }
+            other => {
+                // Not reached: the caller checked the state.
+                self.state = other;
+                error(out, "Not currently in an auth conversation")
+            }
+        }
+    }
+
+    /// The first response to `mechanism`: EXTERNAL and ANONYMOUS finish here, DBUS_COOKIE_SHA1
+    /// answers with its challenge.
+    fn first_response(
         &mut self,
         server: &SaslServer,
         mechanism: Mechanism,
         response: &[u8],
         out: &mut Vec<u8>,
     ) -> Step {
-        let accepted = match mechanism {
+        match mechanism {
             Mechanism::External => {
-                response.is_empty() || parse_uid(response) == Some(self.peer_uid)
+                let accepted = self
+                    .peer_uid
+                    .is_some_and(|uid| response.is_empty() || parse_uid(response) == Some(uid));
+                if accepted {
+                    self.accept(server, false, None, out)
+                } else {
+                    self.reject(server, out)
+                }
             }
             // The response is an optional trace string, which must be UTF-8.
-            Mechanism::Anonymous => std::str::from_utf8(response).is_ok(),
-        };
-        if !accepted {
-            return self.reject(server, out);
+            Mechanism::Anonymous => match std::str::from_utf8(response) {
+                Ok(_) => self.accept(server, true, None, out),
+                Err(_) => self.reject(server, out),
+            },
+            Mechanism::CookieSha1 => match CookieChallenge::start(server, response) {
+                Some(challenge) => {
+                    let data = format!(
+                        "{CONTEXT} {} {}",
+                        challenge.cookie.id, challenge.server_challenge
+                    );
+                    out.extend_from_slice(b"DATA ");
+                    out.extend_from_slice(encode_hex(data.as_bytes()).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    self.state = State::WaitingForData(Pending::CookieProof(Box::new(challenge)));
+                    Step::Continue
+                }
+                None => self.reject(server, out),
+            },
         }
+    }
+
+    fn accept(
+        &mut self,
+        server: &SaslServer,
+        anonymous: bool,
+        identity: Option<Identity>,
+        out: &mut Vec<u8>,
+    ) -> Step {
         self.state = State::WaitingForBegin {
-            anonymous: mechanism == Mechanism::Anonymous,
+            anonymous,
+            identity,
         };
         out.extend_from_slice(&server.ok_line);
         Step::Continue
@@ -276,12 +393,72 @@ impl Sasl {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum State {
     ExpectNul,
     WaitingForAuth,
-    WaitingForData(Mechanism),
-    WaitingForBegin { anonymous: bool },
+    WaitingForData(Pending),
+    WaitingForBegin {
+        anonymous: bool,
+        identity: Option<Identity>,
+    },
+}
+
+/// What a mechanism waits for in `DATA`.
+#[derive(Debug, PartialEq, Eq)]
+enum Pending {
+    /// EXTERNAL's authorization identity.
+    External,
+    /// DBUS_COOKIE_SHA1's user name.
+    CookieUser,
+    /// DBUS_COOKIE_SHA1's answer to the challenge.
+    CookieProof(Box<CookieChallenge>),
+}
+
+/// A DBUS_COOKIE_SHA1 challenge sent, awaiting the client's proof.
+#[derive(Debug, PartialEq, Eq)]
+struct CookieChallenge {
+    identity: Identity,
+    cookie: Cookie,
+    /// Lowercase hex of random bytes, as sent.
+    server_challenge: String,
+}
+
+impl CookieChallenge {
+    /// Looks up the claimed user's cookie and makes a challenge; `None` rejects the client.
+    fn start(server: &SaslServer, claimed: &[u8]) -> Option<CookieChallenge> {
+        let cookies = server.cookies.as_ref()?;
+        let claimed = std::str::from_utf8(claimed)
+            .ok()
+            .filter(|c| !c.is_empty())?;
+        let (identity, cookie) = cookies.challenge(claimed).ok()?;
+        let mut random = [0u8; CHALLENGE_BYTES];
+        if !cookies.random(&mut random) {
+            return None;
+        }
+        Some(CookieChallenge {
+            identity,
+            cookie,
+            server_challenge: encode_hex(&random),
+        })
+    }
+
+    /// Checks `<client challenge> <hex digest>`; the proven identity if it is right.
+    fn verify(&self, response: &[u8]) -> Option<Identity> {
+        let text = std::str::from_utf8(response).ok()?;
+        let (client_challenge, digest) = text.split_once(' ')?;
+        if client_challenge.is_empty() || client_challenge.contains(':') {
+            return None;
+        }
+        let expected = encode_hex(&sha1::digest(
+            format!(
+                "{}:{client_challenge}:{}",
+                self.server_challenge, self.cookie.secret
+            )
+            .as_bytes(),
+        ));
+        constant_time_eq(expected.as_bytes(), digest.as_bytes()).then_some(self.identity)
+    }
 }
 
 enum Step {
@@ -310,6 +487,22 @@ fn skip_space(s: &[u8]) -> &[u8] {
 fn split_word(s: &[u8]) -> (&[u8], &[u8]) {
     let end = s.iter().position(|&b| is_space(b)).unwrap_or(s.len());
     s.split_at(end)
+}
+
+/// Lowercase hex, as DBUS_COOKIE_SHA1 requires.
+fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// Compares without stopping at the first difference (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Decodes an even number of hex digits, either case.
@@ -350,7 +543,7 @@ mod tests {
 
     /// Feeds `lines` one at a time (after the nul byte) and returns each reply.
     fn converse(server: &SaslServer, lines: &[&str]) -> (Vec<String>, Option<Progress>) {
-        let mut sasl = Sasl::new(UID, true);
+        let mut sasl = Sasl::new(Some(UID), true);
         let mut out = Vec::new();
         assert_eq!(
             sasl.feed(server, b"\0", &mut out),
@@ -514,6 +707,7 @@ mod tests {
                     outcome: Outcome {
                         unix_fds: false,
                         anonymous: false,
+                        identity: None,
                     },
                 },
             ),
@@ -524,6 +718,7 @@ mod tests {
                     outcome: Outcome {
                         unix_fds: true,
                         anonymous: false,
+                        identity: None,
                     },
                 },
             ),
@@ -540,6 +735,7 @@ mod tests {
                     outcome: Outcome {
                         unix_fds: false,
                         anonymous: false,
+                        identity: None,
                     },
                 },
             ),
@@ -558,7 +754,7 @@ mod tests {
     #[test]
     fn whole_handshake_and_messages_in_one_write() {
         let ext = server(&[Mechanism::External]);
-        let mut sasl = Sasl::new(UID, true);
+        let mut sasl = Sasl::new(Some(UID), true);
         let mut out = Vec::new();
         let handshake = format!("\0AUTH EXTERNAL {UID_HEX}\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n");
         let mut input = handshake.clone().into_bytes();
@@ -570,7 +766,8 @@ mod tests {
                 consumed: handshake.len(),
                 outcome: Outcome {
                     unix_fds: true,
-                    anonymous: false
+                    anonymous: false,
+                    identity: None,
                 }
             }
         );
@@ -580,7 +777,7 @@ mod tests {
     #[test]
     fn byte_at_a_time() {
         let ext = server(&[Mechanism::External]);
-        let mut sasl = Sasl::new(UID, true);
+        let mut sasl = Sasl::new(Some(UID), true);
         let mut out = Vec::new();
         let input = b"\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\nl";
         let mut buffered = Vec::new();
@@ -604,7 +801,7 @@ mod tests {
     #[test]
     fn partial_line_is_not_consumed() {
         let ext = server(&[Mechanism::External]);
-        let mut sasl = Sasl::new(UID, true);
+        let mut sasl = Sasl::new(Some(UID), true);
         let mut out = Vec::new();
         assert_eq!(
             sasl.feed(&ext, b"\0AUTH\r\nAUTH EXT", &mut out),
@@ -622,7 +819,7 @@ mod tests {
     fn nul_byte_required() {
         let ext = server(&[Mechanism::External]);
         let mut out = Vec::new();
-        let mut sasl = Sasl::new(UID, true);
+        let mut sasl = Sasl::new(Some(UID), true);
         assert_eq!(
             sasl.feed(&ext, b"", &mut out),
             Progress::Continue { consumed: 0 }
@@ -663,7 +860,7 @@ mod tests {
         let mut unterminated = b"AUTH ".to_vec();
         unterminated.resize(MAX_LINE, b'A');
         for input in [terminated, unterminated] {
-            let mut sasl = Sasl::new(UID, true);
+            let mut sasl = Sasl::new(Some(UID), true);
             let mut out = Vec::new();
             sasl.feed(&ext, b"\0", &mut out);
             assert_eq!(
@@ -681,6 +878,7 @@ mod tests {
             outcome: Outcome {
                 unix_fds: false,
                 anonymous: true,
+                identity: None,
             },
         };
         let cases: &[(&[&str], &[&str])] = &[
@@ -716,7 +914,7 @@ mod tests {
     #[test]
     fn no_fd_passing_on_transport() {
         let ext = server(&[Mechanism::External]);
-        let mut sasl = Sasl::new(UID, false);
+        let mut sasl = Sasl::new(Some(UID), false);
         let mut out = Vec::new();
         let input = "\0AUTH EXTERNAL\r\nDATA\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n";
         let progress = sasl.feed(&ext, input.as_bytes(), &mut out);
@@ -726,7 +924,8 @@ mod tests {
                 consumed: input.len(),
                 outcome: Outcome {
                     unix_fds: false,
-                    anonymous: false
+                    anonymous: false,
+                    identity: None,
                 }
             }
         );
@@ -747,5 +946,163 @@ mod tests {
         assert_eq!(parse_uid(b"+1"), None);
         assert_eq!(parse_uid(b""), None);
         assert_eq!(parse_uid(b"root"), None);
+    }
+
+    #[derive(Debug)]
+    struct FakeKeyring;
+
+    const ALICE: Identity = Identity {
+        uid: 1000,
+        gid: 100,
+    };
+
+    impl CookieAuthority for FakeKeyring {
+        fn challenge(&self, claimed: &str) -> Result<(Identity, Cookie), String> {
+            match claimed {
+                "alice" | "1000" => Ok((
+                    ALICE,
+                    Cookie {
+                        id: 7,
+                        created: 0,
+                        secret: "00112233".into(),
+                    },
+                )),
+                _ => Err(format!("no user {claimed}")),
+            }
+        }
+
+        fn random(&self, buf: &mut [u8]) -> bool {
+            buf.fill(0xab);
+            true
+        }
+    }
+
+    fn cookie_server() -> SaslServer {
+        server(&[Mechanism::CookieSha1]).with_cookies(Arc::new(FakeKeyring))
+    }
+
+    fn hex_line(command: &str, text: &str) -> String {
+        format!("{command} {}\r\n", encode_hex(text.as_bytes()))
+    }
+
+    /// The client's proof for the fake keyring's cookie and challenge.
+    fn proof(client_challenge: &str) -> String {
+        let server_challenge = "ab".repeat(CHALLENGE_BYTES);
+        let digest =
+            sha1::digest(format!("{server_challenge}:{client_challenge}:00112233").as_bytes());
+        format!("{client_challenge} {}", encode_hex(&digest))
+    }
+
+    #[test]
+    fn cookie_sha1() {
+        let s = cookie_server();
+        let challenge = hex_line(
+            "DATA",
+            &format!("org_freedesktop_general 7 {}", "ab".repeat(CHALLENGE_BYTES)),
+        );
+        let rejected = "REJECTED DBUS_COOKIE_SHA1\r\n";
+        let auth_alice = hex_line("AUTH DBUS_COOKIE_SHA1", "alice");
+        let good = hex_line("DATA", &proof("c0ffee"));
+        let bad = hex_line("DATA", &proof("c0ffee").replace("c0ffee ", "c0ffef "));
+        let uppercase = hex_line(
+            "DATA",
+            &proof("c0ffee").to_uppercase().replace("C0FFEE", "c0ffee"),
+        );
+        let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+            (vec![auth_alice.clone()], vec![&challenge]),
+            (vec![auth_alice.clone(), good.clone()], vec![&challenge, OK]),
+            (
+                vec![hex_line("AUTH DBUS_COOKIE_SHA1", "1000"), good.clone()],
+                vec![&challenge, OK],
+            ),
+            (
+                vec![
+                    "AUTH DBUS_COOKIE_SHA1\r\n".into(),
+                    hex_line("DATA", "alice"),
+                    good.clone(),
+                ],
+                vec!["DATA\r\n", &challenge, OK],
+            ),
+            (vec![auth_alice.clone(), bad], vec![&challenge, rejected]),
+            (
+                vec![auth_alice.clone(), uppercase],
+                vec![&challenge, rejected],
+            ),
+            (
+                vec![auth_alice.clone(), hex_line("DATA", "nospace")],
+                vec![&challenge, rejected],
+            ),
+            (
+                vec![auth_alice.clone(), hex_line("DATA", &proof(""))],
+                vec![&challenge, rejected],
+            ),
+            (
+                vec![hex_line("AUTH DBUS_COOKIE_SHA1", "bob")],
+                vec![rejected],
+            ),
+            (
+                vec!["AUTH DBUS_COOKIE_SHA1\r\n".into(), "DATA\r\n".into()],
+                vec!["DATA\r\n", rejected],
+            ),
+            (vec!["AUTH DBUS_COOKIE_SHA1 ff\r\n".into()], vec![rejected]),
+            (
+                vec![auth_alice.clone(), "CANCEL\r\n".into()],
+                vec![&challenge, rejected],
+            ),
+            (
+                vec![auth_alice.clone(), auth_alice.clone()],
+                vec![
+                    &challenge,
+                    "ERROR \"Sent AUTH while another AUTH in progress\"\r\n",
+                ],
+            ),
+        ];
+        for (lines, want) in cases {
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let (replies, end) = converse(&s, &lines);
+            assert_eq!(end, None, "{lines:?}");
+            assert_eq!(replies, want, "{lines:?}");
+        }
+        let (_, end) = converse(&s, &[&auth_alice, &good, "BEGIN\r\n"]);
+        assert_eq!(
+            end,
+            Some(Progress::Authenticated {
+                consumed: 7,
+                outcome: Outcome {
+                    unix_fds: false,
+                    anonymous: false,
+                    identity: Some(ALICE),
+                },
+            })
+        );
+        // Without a keyring every client is rejected.
+        let bare = server(&[Mechanism::CookieSha1]);
+        let (replies, _) = converse(&bare, &[&auth_alice]);
+        assert_eq!(replies, [rejected]);
+    }
+
+    #[test]
+    fn external_without_kernel_credentials() {
+        let ext = server(&[Mechanism::External]);
+        let mut sasl = Sasl::new(None, false);
+        let mut out = Vec::new();
+        let input = "\0AUTH EXTERNAL\r\nDATA\r\nAUTH EXTERNAL 30\r\n";
+        assert!(matches!(
+            sasl.feed(&ext, input.as_bytes(), &mut out),
+            Progress::Continue { .. }
+        ));
+        assert_eq!(out, b"DATA\r\nREJECTED EXTERNAL\r\nREJECTED EXTERNAL\r\n");
+    }
+
+    #[test]
+    fn hex_encoding_is_lowercase() {
+        assert_eq!(encode_hex(&[0x00, 0xab, 0xff, 0x1c]), "00abff1c");
+        assert_eq!(
+            decode_hex(encode_hex(b"alice").as_bytes()),
+            Some(b"alice".to_vec())
+        );
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }
