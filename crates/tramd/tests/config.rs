@@ -139,9 +139,8 @@ fn system_like_configuration_on_a_private_path() {
     let got = root.wait_for(|m| m.mtype == METHOD_CALL);
     root.send(&RawMessage::reply_to(&got, None));
     assert!(nobody.wait_reply(serial).is_return());
-    // The unique name of the same connection is not opened by send_destination of a name it
-    // does not hold... it is: send_destination applies to the owner, so calling root's unique
-    // name is allowed too (it owns com.example.Open).
+    // send_destination opens the owner, not only the name: root's unique name may be called
+    // too, since root owns com.example.Open.
     let me = root.unique_name.clone();
     let serial = nobody.send(&call(&me));
     let got = root.wait_for(|m| m.mtype == METHOD_CALL);
@@ -238,12 +237,11 @@ fn fork_returns_once_the_bus_is_listening() {
         .parse()
         .unwrap_or_else(|_| panic!("pid line {pid:?}"));
     let address = address.to_string();
-    let bus = Daemon::adopt(kind, exited, pid, &address);
+    let mut bus = Daemon::adopt(kind, exited, pid, &address);
     // No retry: the parent returned only after the socket was listening.
     let mut c = bus.raw();
     c.bus_ok("GetId", vec![]);
     // The daemon is not the parent that exited, and it keeps running.
-    let mut bus = bus;
     assert!(bus.is_running(), "the forked bus is gone");
     assert_eq!(
         c.bus_ok("GetConnectionUnixProcessID", vec![Value::str(BUS)]),
@@ -697,9 +695,8 @@ fn stock_system_conf_calls_signals_and_replies() {
     root.send(&RawMessage::signal("/", "com.example.Sig", "Direct").destination(&me));
     nobody.wait_for(|m| m.is_signal("com.example.Sig", "Direct"));
 
-    // A reply nobody asked for is refused.
-    let stray = RawMessage::method_return(&me, 4242);
-    root.call(stray.clone().flags(0))
+    // A reply nobody asked for is refused, and the sender is told.
+    root.call(RawMessage::method_return(&me, 4242))
         .expect_error(err::ACCESS_DENIED);
     let seen = settle(&mut nobody);
     assert!(

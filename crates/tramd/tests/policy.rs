@@ -798,6 +798,8 @@ cases! {
             ("call a @b err=com.example.E", "error e=call+error"),
             ("signal a @b", "b e"),
             ("call a @b noreply", "delivered e=call"),
+            // eavesdrop="true" on an <allow> also lets unrequested replies through.
+            ("reply b @a", "delivered"),
         ],
     };
     eavesdropping_denied_by_receive_rule: Case {
