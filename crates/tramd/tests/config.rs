@@ -742,3 +742,110 @@ fn stock_system_conf_with_command_line_clients_as_another_user() {
     );
     assert!(denied.failed().contains(err::ACCESS_DENIED), "{denied:#?}");
 }
+
+/// A configuration whose `<busconfig>` holds `head` and an open default policy.
+fn open_with(head: &str) -> String {
+    busconfig(&format!(
+        "{head}\n<policy context=\"default\">\n<allow send_destination=\"*\"/>\n\
+         <allow receive_sender=\"*\"/>\n<allow own=\"*\"/>\n</policy>"
+    ))
+}
+
+#[test]
+fn listen_on_a_directory_makes_a_socket_inside_it() {
+    for kind in [BusKind::DbusDaemon, under_test()] {
+        for listen in ["unix:dir=@DIR@/sockets", "unix:tmpdir=@DIR@/sockets"] {
+            let bus = Launch::new(kind)
+                .config(&open_with(&format!("<listen>{listen}</listen>")))
+                .file("sockets/.keep", "")
+                .start();
+            let inside = format!("unix:path={}/sockets/", bus.dir().display());
+            assert!(
+                bus.address().starts_with(&inside) && bus.address().contains(",guid="),
+                "{kind:?} {listen}: printed {:?}",
+                bus.address()
+            );
+            answers(&bus);
+        }
+    }
+}
+
+#[test]
+fn several_listen_addresses_are_all_printed_and_served() {
+    let kind = under_test();
+    let bus = Launch::new(kind)
+        .config(&open_with(
+            "<listen>unix:path=@DIR@/first</listen>\n<listen>unix:path=@DIR@/second</listen>",
+        ))
+        .start();
+    let mut paths: Vec<String> = bus
+        .address()
+        .split(';')
+        .filter_map(|a| a.strip_prefix("unix:path="))
+        .filter_map(|a| a.split(',').next())
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    let dir = bus.dir().display().to_string();
+    assert_eq!(
+        paths,
+        [format!("{dir}/first"), format!("{dir}/second")],
+        "{kind:?} printed {:?}",
+        bus.address()
+    );
+    // Both sockets lead to the same bus.
+    let mut ids = Vec::new();
+    for path in &paths {
+        let mut c = RawClient::connect(std::path::Path::new(path), None);
+        c.authenticate(true);
+        c.hello();
+        ids.push(c.bus_ok("GetId", vec![]));
+    }
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[test]
+fn address_option_replaces_the_configured_listen_addresses() {
+    let kind = under_test();
+    let bus = Launch::new(kind)
+        .config(&open_with("<listen>unix:path=@DIR@/configured</listen>"))
+        .arg("--address=unix:path=@DIR@/given")
+        .start();
+    let given = format!("unix:path={}/given,", bus.dir().display());
+    assert!(
+        bus.address().starts_with(&given),
+        "{kind:?}: {}",
+        bus.address()
+    );
+    assert!(
+        !bus.address().contains(';'),
+        "{kind:?} also listens elsewhere: {}",
+        bus.address()
+    );
+    answers(&bus);
+    assert!(
+        !bus.dir().join("configured").exists(),
+        "{kind:?} created the configured socket too"
+    );
+}
+
+#[test]
+fn pidfile_is_written_unless_nopidfile() {
+    let kind = under_test();
+    let config =
+        open_with("<listen>unix:path=@DIR@/bus</listen>\n<pidfile>@DIR@/bus.pid</pidfile>");
+    let bus = Launch::new(kind).config(&config).start();
+    answers(&bus);
+    let pid = std::fs::read_to_string(bus.dir().join("bus.pid")).unwrap_or_default();
+    assert_eq!(
+        pid.trim(),
+        bus.pid().to_string(),
+        "{kind:?}: pid file {pid:?}"
+    );
+    let bus = Launch::new(kind).config(&config).arg("--nopidfile").start();
+    answers(&bus);
+    assert!(
+        !bus.dir().join("bus.pid").exists(),
+        "{kind:?} wrote a pid file despite --nopidfile"
+    );
+}
