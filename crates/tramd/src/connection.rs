@@ -703,4 +703,126 @@ mod tests {
             Received::Data { more_likely: true }
         );
     }
+
+    /// A signal with a `body`-byte array, declaring `fds` unix fds.
+    fn signal(body: usize, fds: u32) -> Vec<u8> {
+        tram_wire::MessageBuilder::signal("/a", "a.b", "C")
+            .body("ay", |w| w.byte_array(&vec![7; body]))
+            .unix_fds(fds)
+            .build(1)
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn pair() -> (std::os::unix::net::UnixStream, Connection) {
+        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, Connection::new(OwnedFd::from(server)))
+    }
+
+    const LIMITS: RecvLimits = RecvLimits {
+        max_message_size: 1 << 20,
+        max_message_unix_fds: 4,
+        max_read: 1 << 20,
+    };
+
+    #[test]
+    fn messages_at_and_over_max_message_size() {
+        use std::io::Write;
+        let bytes = signal(100, 0);
+        let limits = |max| RecvLimits {
+            max_message_size: max,
+            ..LIMITS
+        };
+        let (mut client, mut conn) = pair();
+        let mut scratch = Scratch::new();
+        let mut out = Vec::new();
+        client.write_all(&bytes).unwrap();
+        conn.receive(&mut scratch, &mut out, &limits(bytes.len()))
+            .unwrap();
+        assert_eq!(out.len(), 1, "a message of exactly the limit passes");
+        // One byte over: refused from its fixed header, before the body is buffered.
+        let (mut client, mut conn) = pair();
+        client.write_all(&bytes[..FIXED_HEADER_LEN]).unwrap();
+        let err = conn
+            .receive(&mut scratch, &mut out, &limits(bytes.len() - 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnError::MessageTooLarge { len, max } if len == bytes.len() && max == bytes.len() - 1),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded_by_max_incoming_bytes() {
+        use std::io::Write;
+        let bytes = signal(64, 0);
+        let (mut client, mut conn) = pair();
+        client.write_all(&bytes.repeat(4)).unwrap();
+        let mut scratch = Scratch::new();
+        let mut out = Vec::new();
+        let limits = RecvLimits {
+            max_read: bytes.len(),
+            ..LIMITS
+        };
+        // Each read takes one message's worth, so at most that much waits undispatched.
+        for n in 1..=4 {
+            conn.receive(&mut scratch, &mut out, &limits).unwrap();
+            assert_eq!(out.len(), n);
+        }
+        assert_eq!(
+            conn.receive(&mut scratch, &mut out, &limits).unwrap(),
+            Received::WouldBlock
+        );
+    }
+
+    #[test]
+    fn fds_over_max_message_unix_fds() {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let send = |client: &std::os::unix::net::UnixStream, bytes: &[u8], n: usize| {
+            let fds: Vec<BorrowedFd<'_>> = (0..n).map(|_| devnull.as_fd()).collect();
+            let rights = SendAncillaryMessage::ScmRights(&fds);
+            let mut space = vec![MaybeUninit::uninit(); rights.size()];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(rights));
+            rustix::net::sendmsg(
+                client,
+                &[IoSlice::new(bytes)],
+                &mut control,
+                SendFlags::empty(),
+            )
+            .unwrap();
+        };
+        let mut scratch = Scratch::new();
+        let mut out = Vec::new();
+        // Four fds: the limit.
+        let (client, mut conn) = pair();
+        conn.set_unix_fds(true).unwrap();
+        send(&client, &signal(8, 4), 4);
+        conn.receive(&mut scratch, &mut out, &LIMITS).unwrap();
+        assert_eq!((out.len(), out[0].fds().len()), (1, 4));
+        // Five: refused, whole or with its body still to come.
+        for partial in [false, true] {
+            let (client, mut conn) = pair();
+            conn.set_unix_fds(true).unwrap();
+            let bytes = signal(8, 5);
+            let bytes = if partial { &bytes[..20] } else { &bytes[..] };
+            send(&client, bytes, 5);
+            let err = conn.receive(&mut scratch, &mut out, &LIMITS).unwrap_err();
+            assert!(
+                matches!(err, ConnError::MessageTooManyFds { fds: 5, max: 4 }),
+                "{err}"
+            );
+        }
+        // Fds waiting for their message are reported, for pending_fd_timeout.
+        let (client, mut conn) = pair();
+        conn.set_unix_fds(true).unwrap();
+        let bytes = signal(8, 1);
+        send(&client, &bytes[..20], 1);
+        conn.receive(&mut scratch, &mut out, &LIMITS).unwrap();
+        assert!(conn.has_pending_fds());
+        std::io::Write::write_all(&mut &client, &bytes[20..]).unwrap();
+        conn.receive(&mut scratch, &mut out, &LIMITS).unwrap();
+        assert!(!conn.has_pending_fds());
+    }
 }

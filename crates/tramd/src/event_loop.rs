@@ -602,7 +602,7 @@ impl EventLoop {
             }
             if self.conn(slot).is_some_and(|c| c.name.is_none()) && is_hello(&msg) {
                 if let Some((text, limit)) = self.connection_limit_reached(slot) {
-                    self.refuse_hello(slot, &msg, &text, limit);
+                    self.refuse_hello(slot, &msg, &text, limit, now);
                     continue;
                 }
             }
@@ -662,7 +662,14 @@ impl EventLoop {
 
     /// Answers a Hello the connection limits refuse with `LimitsExceeded`, as dbus-daemon does
     /// (to the name dbus-daemon uses for a connection without one), and logs it.
-    fn refuse_hello(&mut self, slot: u32, hello: &Message, text: &str, limit: String) {
+    fn refuse_hello(
+        &mut self,
+        slot: u32,
+        hello: &Message,
+        text: &str,
+        limit: String,
+        now: Instant,
+    ) {
         self.serial = self.serial.wrapping_add(1).max(1);
         let error =
             MessageBuilder::error(hello.serial(), "org.freedesktop.DBus.Error.LimitsExceeded")
@@ -675,6 +682,7 @@ impl EventLoop {
         };
         log::warning!("{text} ({limit}); refused Hello from {}", conn.label(None));
         conn.io.queue_raw(error.as_bytes());
+        self.flush(slot, now);
     }
 
     /// Starts or stops the `pending_fd_timeout` clock of `slot` after a read.
