@@ -582,3 +582,84 @@ fn debug_stats_answer() {
         out
     });
 }
+
+fn stock_system_bus(kind: BusKind) -> Daemon {
+    Launch::new(kind)
+        .arg("--config-file=/usr/share/dbus-1/system.conf")
+        .arg("--address=unix:path=@DIR@/system_bus_socket")
+        .arg("--nopidfile")
+        .start()
+}
+
+/// On the stock system bus, root may monitor without any eavesdropping rule, and sees unicast
+/// traffic between others, calls the policy refused, and the errors answering them.
+fn system_bus_monitoring(bus: &Daemon) -> Vec<String> {
+    let mut m = bus.raw();
+    let mut svc = bus.raw();
+    assert_eq!(svc.request_name("org.freedesktop.hostname1", 4), 1);
+    let mut n = bus.raw_as(NOBODY);
+    let plain = bus.raw();
+    let names = [
+        (m.unique_name.clone(), "m"),
+        (svc.unique_name.clone(), "svc"),
+        (n.unique_name.clone(), "n"),
+        (plain.unique_name.clone(), "plain"),
+    ];
+    let labels: Vec<(&str, &str)> = names.iter().map(|(x, l)| (x.as_str(), *l)).collect();
+    let mut out = Vec::new();
+    let reply = become_monitor(&mut m, &[]);
+    out.push(format!("BecomeMonitor: {}", reply.summary(&labels)));
+    // Allowed: a call to hostname1 and its reply.
+    let serial = n.send(&RawMessage::call(
+        Some("org.freedesktop.hostname1"),
+        "/org/freedesktop/hostname1",
+        Some("org.freedesktop.hostname1"),
+        "Describe",
+    ));
+    let call = svc.wait_for(|x| x.mtype == METHOD_CALL);
+    svc.send(&RawMessage::reply_to(&call, None).args(vec![Value::str("{}")]));
+    out.push(format!("n got {}", n.wait_reply(serial).summary(&labels)));
+    // Refused: a call to a connection no policy opens.
+    let plain_name = names[3].0.clone();
+    let refused = n.call(RawMessage::call(
+        Some(&plain_name),
+        "/",
+        Some("com.example.I"),
+        "M",
+    ));
+    out.push(format!("n got {}", refused.summary(&labels)));
+    // Bound the monitor's stream by a last call of n's, then list what it saw.
+    let last = n.send(&RawMessage::bus_call(
+        "NameHasOwner",
+        vec![Value::str("org.freedesktop.hostname1")],
+    ));
+    n.wait_reply(last);
+    let n_name = names[2].0.clone();
+    loop {
+        let x = m.recv();
+        let done = x.reply_serial == Some(last) && x.destination.as_deref() == Some(&n_name);
+        if x.sender.as_deref() == Some(BUS) && x.mtype == SIGNAL {
+            // The monitor's own NameLost; not about the traffic.
+            continue;
+        }
+        out.push(format!("m <= {}", line(&x, &labels)));
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn root_monitors_the_stock_system_bus() {
+    let reference = system_bus_monitoring(&stock_system_bus(BusKind::DbusDaemon));
+    let kind = BusKind::from_env();
+    let bus = stock_system_bus(kind);
+    let tested = system_bus_monitoring(&bus);
+    assert_eq!(
+        reference,
+        tested,
+        "{kind:?} differs from dbus-daemon; its stderr:\n{}",
+        bus.stderr()
+    );
+}
