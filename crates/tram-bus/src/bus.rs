@@ -192,6 +192,8 @@ pub struct Bus {
     pub(crate) activations: Activations,
     /// The time of the event being handled.
     pub(crate) now: Instant,
+    /// High-water marks for Debug.Stats.
+    pub(crate) peaks: Peaks,
     actions: VecDeque<Action>,
     /// Peers whose queue overflowed, to disconnect.
     stalled: Vec<PeerId>,
@@ -240,9 +242,20 @@ pub(crate) struct Peer {
     pub(crate) stats: PeerStats,
 }
 
+/// Bus-wide high-water marks for `GetStats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Peaks {
+    pub(crate) match_rules: u32,
+    pub(crate) match_rules_per_connection: u32,
+    pub(crate) bus_names: u32,
+    pub(crate) bus_names_per_connection: u32,
+}
+
 /// Counters for `GetConnectionStats`.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PeerStats {
+    pub(crate) peak_match_rules: u32,
+    pub(crate) peak_bus_names: u32,
     pub(crate) incoming_messages: u64,
     pub(crate) incoming_bytes: u64,
     pub(crate) outgoing_messages: u64,
@@ -262,6 +275,7 @@ impl Bus {
             monitors: MatchIndex::default(),
             activations: Activations::default(),
             now: Instant::now(),
+            peaks: Peaks::default(),
             actions: VecDeque::new(),
             stalled: Vec::new(),
             dirty: Vec::new(),
@@ -520,6 +534,7 @@ impl Bus {
                 .body("s", |w| w.string(&unique));
             self.send_driver(from, reply);
         }
+        self.note_peaks(from);
         self.name_owner_changed(&unique, "", &unique);
         self.driver_signal_to(from, "NameAcquired", &unique);
     }
@@ -805,14 +820,15 @@ impl Bus {
         };
         let names = std::mem::take(&mut peer.names);
         let unique = peer.unique.clone().unwrap_or_default();
-        for name in names.iter().rev() {
+        // As dbus-daemon: the unique name goes first, then the others in the order acquired.
+        self.driver_signal_to(id, "NameLost", &unique);
+        self.name_owner_changed(&unique, &unique, "");
+        for name in &names {
             let (_, change) = self.names.release(name, id);
             if let Some(change) = change {
                 self.announce(&change);
             }
         }
-        self.driver_signal_to(id, "NameLost", &unique);
-        self.name_owner_changed(&unique, &unique, "");
         for (caller, serial) in self.replies.remove_peer(id) {
             let text = "Message recipient disconnected from message bus without replying";
             self.no_reply(caller, serial, text);
@@ -828,6 +844,30 @@ impl Bus {
         for rule in rules {
             self.monitors.add(id, rule.eavesdropping());
         }
+    }
+
+    /// Bus names: every unique name plus every well-known name with an owner.
+    pub(crate) fn bus_name_count(&self) -> u32 {
+        (self.peers.registered().count() + self.names.count()) as u32
+    }
+
+    /// Raises the Debug.Stats high-water marks after `id` gained a name or a match rule.
+    pub(crate) fn note_peaks(&mut self, id: PeerId) {
+        let rules = self.matches.count(id) as u32;
+        let total_rules = self.matches.len() as u32;
+        let bus_names = self.bus_name_count();
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let names = peer.names.len() as u32 + 1;
+        let stats = &mut peer.stats;
+        stats.peak_match_rules = stats.peak_match_rules.max(rules);
+        stats.peak_bus_names = stats.peak_bus_names.max(names);
+        let p = &mut self.peaks;
+        p.match_rules = p.match_rules.max(total_rules);
+        p.match_rules_per_connection = p.match_rules_per_connection.max(rules);
+        p.bus_names = p.bus_names.max(bus_names);
+        p.bus_names_per_connection = p.bus_names_per_connection.max(names);
     }
 
     /// The driver's last serial (for Debug.Stats).
@@ -897,7 +937,8 @@ impl Bus {
         };
         peer.leaving = true;
         let names = std::mem::take(&mut peer.names);
-        let unique = peer.unique.clone();
+        // A monitor gave up its unique name when it became one.
+        let unique = peer.unique.clone().filter(|_| !peer.monitor);
         self.matches.remove_peer(id);
         self.monitors.remove_peer(id);
         for name in names.iter().rev() {
@@ -907,6 +948,8 @@ impl Bus {
             }
         }
         if let Some(unique) = &unique {
+            // Only monitors see this NameLost: the peer itself is gone.
+            self.driver_signal_to(id, "NameLost", unique);
             self.name_owner_changed(unique, unique, "");
         }
         for (caller, serial) in self.replies.remove_peer(id) {

@@ -315,6 +315,7 @@ impl Bus {
                     return Err((error::LIMITS_EXCEEDED, text));
                 }
                 self.matches.add(from, rule);
+                self.note_peaks(from);
                 empty
             }
             (DRIVER_INTERFACE, "RemoveMatch") => {
@@ -456,6 +457,10 @@ impl Bus {
             (MONITORING, "BecomeMonitor") => {
                 self.privileged(from, "BecomeMonitor")?;
                 let texts = args.read_str_array().map_err(bad_args)?;
+                if args.read_u32().map_err(bad_args)? != 0 {
+                    let text = "BecomeMonitor does not support any flags yet";
+                    return Err((error::INVALID_ARGS, text.into()));
+                }
                 let rules = texts
                     .iter()
                     .map(|t| MatchRule::parse(t))
@@ -470,19 +475,26 @@ impl Bus {
             }
             (STATS, "GetStats") => {
                 let serial_now = self.serial_counter();
-                let (peers, rules, names) = (
-                    self.peers.registered().count() as u32,
-                    self.matches.len() as u32,
-                    self.names.count() as u32,
-                );
+                let p = self.peaks;
+                let counts = [
+                    ("ActiveConnections", self.peers.registered().count() as u32),
+                    // Connections still authenticating live in the I/O layer.
+                    ("IncompleteConnections", 0),
+                    ("MatchRules", self.matches.len() as u32),
+                    ("PeakMatchRules", p.match_rules),
+                    ("PeakMatchRulesPerConnection", p.match_rules_per_connection),
+                    ("BusNames", self.bus_name_count()),
+                    ("PeakBusNames", p.bus_names),
+                    ("PeakBusNamesPerConnection", p.bus_names_per_connection),
+                ];
                 Ok(Some(
                     reply
                         .body("a{sv}", |w| {
                             w.array("{sv}", |w| {
                                 entry(w, "Serial", "u", |w| w.u32(serial_now));
-                                entry(w, "ActiveConnections", "u", |w| w.u32(peers));
-                                entry(w, "MatchRules", "u", |w| w.u32(rules));
-                                entry(w, "BusNames", "u", |w| w.u32(names));
+                                for (key, v) in counts {
+                                    entry(w, key, "u", |w| w.u32(v));
+                                }
                             })
                         })
                         .into(),
@@ -490,15 +502,16 @@ impl Bus {
             }
             (STATS, "GetConnectionStats") => {
                 let name = arg_str(&mut args)?;
-                let target = self.connection(name, "statistics")?.ok_or_else(|| {
-                    (error::FAILED, "The bus has no connection statistics".into())
-                })?;
+                let Some(target) = self.connection(name, "statistics")? else {
+                    let text = format!("{DRIVER_NAME} does not have connection statistics");
+                    return Err((error::INVALID_ARGS, text));
+                };
                 let Some(p) = self.peers.get(target) else {
                     return Err(no_such_name(name, "statistics"));
                 };
                 let unique = p.unique.clone().unwrap_or_default();
                 let st = p.stats;
-                let names = p.names.len() as u32;
+                let names = p.names.len() as u32 + 1;
                 let rules = self.matches.count(target) as u32;
                 let serial_now = self.serial_counter();
                 Ok(Some(
@@ -507,9 +520,11 @@ impl Bus {
                             w.array("{sv}", |w| {
                                 entry(w, "Serial", "u", |w| w.u32(serial_now));
                                 entry(w, "UniqueName", "s", |w| w.string(&unique));
-                                entry(w, "MatchRules", "u", |w| w.u32(rules));
-                                entry(w, "BusNames", "u", |w| w.u32(names));
                                 let counters = [
+                                    ("MatchRules", u64::from(rules)),
+                                    ("PeakMatchRules", u64::from(st.peak_match_rules)),
+                                    ("BusNames", u64::from(names)),
+                                    ("PeakBusNames", u64::from(st.peak_bus_names)),
                                     ("IncomingMessages", st.incoming_messages),
                                     ("IncomingBytes", st.incoming_bytes),
                                     ("OutgoingMessages", st.outgoing_messages),
@@ -592,8 +607,10 @@ impl Bus {
         if !peer.policy.check_own(name).allowed {
             return Err((error::ACCESS_DENIED, own_denied_text(unique, name)));
         }
+        // As dbus-daemon: the unique name counts, and the limit is checked before noticing
+        // that the caller may hold this name already.
         let limit = self.config.limits.max_names_per_connection;
-        if peer.names.len() as u64 >= limit && !peer.names.iter().any(|n| &**n == name) {
+        if peer.names.len() as u64 + 1 >= limit {
             let text = format!(
                 "Connection \"{unique}\" is not allowed to own more services (increase limits \
                  in configuration file if required; max_names_per_connection={limit})"
@@ -602,6 +619,7 @@ impl Bus {
         }
         let (result, change) = self.names.request(name, from, flags);
         self.sync_membership(from, name);
+        self.note_peaks(from);
         if let Some(change) = change {
             if let Some(old) = change.old {
                 self.sync_membership(old, name);

@@ -80,6 +80,17 @@ pub enum BusKind {
 }
 
 impl BusKind {
+    /// What this bus should answer, from a table entry written `REFERENCE` or
+    /// `REFERENCE | tram: TRAM`: the second form marks a deliberate difference of tramd from
+    /// dbus-daemon (tramd never delivers a reply nobody is waiting for, whatever the policy).
+    pub fn expected(self, entry: &str) -> String {
+        match (self, entry.split_once(" | tram: ")) {
+            (BusKind::Tramd, Some((_, tram))) => tram.to_owned(),
+            (_, Some((reference, _))) => reference.to_owned(),
+            (_, None) => entry.to_owned(),
+        }
+    }
+
     /// The kind `TRAM_TEST_BUS` selects (`tramd`, the default, or `dbus-daemon`).
     ///
     /// # Panics
