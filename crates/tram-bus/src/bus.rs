@@ -123,21 +123,23 @@ impl Default for Limits {
             max_names_per_connection: 512,
             max_match_rules_per_connection: 512,
             max_replies_per_connection: 128,
-            reply_timeout: Some(Duration::from_secs(5 * 60)),
+            reply_timeout: None,
             service_start_timeout: Duration::from_secs(25),
-            max_pending_service_starts: 10_000,
+            max_pending_service_starts: 512,
         }
     }
 }
 
 impl Limits {
-    /// The limits of the stock `session.conf`, which raises several defaults.
+    /// The limits of the stock `session.conf`, which raises several defaults (and leaves
+    /// `max_message_unix_fds` and `reply_timeout` at theirs). The configuration crate reads
+    /// the same figures from the file; these serve the built-in defaults and tests.
     pub fn session() -> Limits {
         Limits {
             max_outgoing_bytes: 1_000_000_000,
             max_outgoing_unix_fds: 250_000_000,
             max_message_size: 1_000_000_000,
-            max_message_unix_fds: 4096,
+            max_message_unix_fds: 16,
             max_names_per_connection: 50_000,
             max_match_rules_per_connection: 50_000,
             max_replies_per_connection: 50_000,
