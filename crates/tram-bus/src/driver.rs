@@ -361,9 +361,20 @@ impl Bus {
             (DRIVER_INTERFACE, "GetConnectionUnixUser") => {
                 let name = arg_str(&mut args)?;
                 let uid = match self.connection(name, "UID")? {
-                    None => self.config.bus_uid,
-                    Some(id) => self.peers.get(id).map_or(0, |p| p.creds.uid),
+                    None => Some(self.config.bus_uid),
+                    // An anonymous connection (ANONYMOUS, or TCP) has no user.
+                    Some(id) => self
+                        .peers
+                        .get(id)
+                        .filter(|p| !p.creds.anonymous)
+                        .map(|p| p.creds.uid),
                 };
+                let uid = uid.ok_or_else(|| {
+                    (
+                        error::FAILED,
+                        format!("Could not determine UID for '{name}'"),
+                    )
+                })?;
                 Ok(Some(reply.body("u", |w| w.u32(uid)).into()))
             }
             (DRIVER_INTERFACE, "GetConnectionUnixProcessID") => {
@@ -718,15 +729,15 @@ impl Bus {
                     None
                 };
                 (
-                    c.uid,
+                    (!c.anonymous).then_some(c.uid),
                     c.pid,
-                    Some(c.groups.clone()),
+                    (!c.anonymous).then(|| c.groups.clone()),
                     c.security_label.clone(),
                     pidfd,
                 )
             }
             None => (
-                self.config.bus_uid,
+                Some(self.config.bus_uid),
                 Some(self.config.bus_pid),
                 None,
                 None,
@@ -739,7 +750,9 @@ impl Bus {
             .unix_fds(fds.len() as u32)
             .body("a{sv}", |w| {
                 w.array("{sv}", |w| {
-                    entry(w, "UnixUserID", "u", |w| w.u32(uid));
+                    if let Some(uid) = uid {
+                        entry(w, "UnixUserID", "u", |w| w.u32(uid));
+                    }
                     if let Some(groups) = &groups {
                         entry(w, "UnixGroupIDs", "au", |w| {
                             w.array("u", |w| groups.iter().for_each(|&g| w.u32(g)))

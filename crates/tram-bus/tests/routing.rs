@@ -282,3 +282,31 @@ fn method_calls_without_destination_are_for_the_bus_itself() {
             .all(|m| m.member() != Some("Ping") && m.member() != Some("GetId"))
     );
 }
+
+#[test]
+fn an_anonymous_connection_has_no_user() {
+    let mut h = Harness::new();
+    let (a, _) = h.client();
+    let creds = tram_bus::Credentials {
+        uid: 77,
+        anonymous: true,
+        ..Default::default()
+    };
+    let anon = h.bus.connect(h.now, creds, false);
+    h.bus.handle_message(
+        h.now,
+        anon,
+        call(DRIVER, DRIVER_PATH, None, "Hello").build(1),
+    );
+    h.drain();
+    let uid = h.driver(a, "GetConnectionUnixUser", "s", |w| w.string(":1.1"));
+    assert_eq!(error_of(&uid), "org.freedesktop.DBus.Error.Failed");
+    let creds = h.driver(a, "GetConnectionCredentials", "s", |w| w.string(":1.1"));
+    let dict = tram_wire::BodyReader::new(&creds)
+        .read_variant_dict()
+        .unwrap();
+    assert!(
+        dict.iter().all(|(k, _)| *k != "UnixUserID"),
+        "no user to report"
+    );
+}
