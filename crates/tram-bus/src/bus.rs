@@ -592,6 +592,16 @@ impl Bus {
         };
         // A full queue refuses calls and signals; a reply goes through `push`, which
         // disconnects a caller that does not read its replies.
+        let account = self.account_of(Some(from));
+        if !is_reply && !self.fair_share_allows(to, account, out.len()) {
+            let text = format!(
+                "The message queue of {dest} holds as much from this user as it may: the \
+                 receiver is not reading fast enough (max_outgoing_bytes={})",
+                self.config.limits.max_outgoing_bytes
+            );
+            self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
+            return;
+        }
         let limit = self.config.limits.max_outgoing_bytes;
         if !is_reply && queued + out.len() as u64 > limit {
             let text = format!(
@@ -618,7 +628,7 @@ impl Bus {
             let deadline = self.config.limits.reply_timeout.map(|t| now + t);
             self.replies.expect(from, msg.serial(), to, deadline);
         }
-        self.push(to, out.clone());
+        self.push(to, out.clone(), account);
         self.eavesdrop(Some(from), &msg, Some(to), &out);
     }
 
@@ -673,6 +683,7 @@ impl Bus {
         self.matches
             .receivers(msg, &lookup, from, addressed, &mut receivers);
         let has_fds = msg.unix_fds() > 0;
+        let account = self.account_of(from);
         // Addressed copies are eavesdropped: never as requested replies.
         let eavesdropping = addressed.is_some() || msg.destination().is_some();
         let requested = from.is_none() && !eavesdropping;
@@ -687,7 +698,7 @@ impl Bus {
                     .access(from, Some(to), msg, requested, eavesdropping)
                     .is_ok()
             {
-                self.push(to, out.clone());
+                self.push(to, out.clone(), account);
             }
         }
         self.receivers = receivers;
@@ -725,7 +736,7 @@ impl Bus {
         // replies count as requested.
         let requested = msg.reply_serial().is_some();
         if self.access(None, Some(to), &msg, requested, false).is_ok() {
-            self.push(to, out.clone());
+            self.push(to, out.clone(), None);
         }
         self.eavesdrop(None, &msg, Some(to), &out);
     }
@@ -782,6 +793,29 @@ impl Bus {
         }
     }
 
+    /// The account a message from `from` is charged to: its user (`None`: the bus).
+    fn account_of(&self, from: Option<PeerId>) -> Option<u32> {
+        from.and_then(|id| self.peers.get(id)).map(|p| p.creds.uid)
+    }
+
+    /// Whether `account` may queue `n` more bytes for `to`. A user may hold at most as much of
+    /// a receiver's queue as would remain free for everyone else after the message, except that
+    /// a user with nothing queued may always queue one message (the total limit still holds).
+    /// One flooding user thus gets at most about half of a slow receiver's queue, and every
+    /// other user keeps room of its own.
+    fn fair_share_allows(&self, to: PeerId, account: Option<u32>, n: usize) -> bool {
+        let Some(peer) = self.peers.get(to) else {
+            return true;
+        };
+        let mine = peer.tx.charged(account);
+        if mine == 0 {
+            return true;
+        }
+        let limit = usize::try_from(self.config.limits.max_outgoing_bytes).unwrap_or(usize::MAX);
+        let free_after = limit.saturating_sub(peer.tx.bytes().saturating_add(n));
+        mine.saturating_add(n) <= free_after
+    }
+
     /// Answers `caller`'s call `serial` with NoReply.
     fn no_reply(&mut self, caller: PeerId, serial: u32, text: &str) {
         let Some(dest) = self.peers.get(caller).and_then(|p| p.unique.clone()) else {
@@ -807,8 +841,9 @@ impl Bus {
         };
         self.monitors
             .receivers(msg, &lookup, from, None, &mut receivers);
+        // A monitor asked for its copies: they are the bus's, not the sender's.
         for &to in &receivers {
-            self.push(to, out.clone());
+            self.push(to, out.clone(), None);
         }
         self.receivers = receivers;
     }
@@ -882,7 +917,8 @@ impl Bus {
         self.serial
     }
 
-    pub(crate) fn push(&mut self, to: PeerId, out: Arc<Outgoing>) {
+    /// Queues `out` for `to`, charged to `account` (a uid; `None`: the bus).
+    pub(crate) fn push(&mut self, to: PeerId, out: Arc<Outgoing>, account: Option<u32>) {
         let Some(peer) = self.peers.get_mut(to) else {
             return;
         };
@@ -899,7 +935,7 @@ impl Bus {
         }
         peer.stats.outgoing_messages += 1;
         peer.stats.outgoing_bytes += out.len() as u64;
-        peer.tx.push(out);
+        peer.tx.push(out, account);
         if !peer.dirty {
             peer.dirty = true;
             self.dirty.push(to);

@@ -55,20 +55,36 @@ pub struct Credentials {
 /// A peer's transmit queue: messages by reference, oldest first.
 ///
 /// The I/O layer writes from the front. `head_written` counts the bytes of the front message
-/// already written (its fds, if any, went with the first of them).
+/// already written (its fds, if any, went with the first of them). Every message is charged to
+/// the user who caused it (`None`: the bus itself) until it is written, so the bus can keep one
+/// user from taking a receiver's whole queue (see `docs/ACCOUNTING.md`).
 #[derive(Debug, Default)]
 pub struct TxQueue {
-    messages: VecDeque<Arc<Outgoing>>,
+    messages: VecDeque<(Arc<Outgoing>, Option<u32>)>,
     bytes: usize,
+    /// Bytes queued per user, for the few users a queue holds messages of.
+    charges: Vec<(Option<u32>, usize)>,
     /// Bytes of the front message already written.
     pub head_written: usize,
 }
 
 impl TxQueue {
-    /// Appends a message.
-    pub(crate) fn push(&mut self, msg: Arc<Outgoing>) {
-        self.bytes += msg.len();
-        self.messages.push_back(msg);
+    /// Appends a message, charged to `account`.
+    pub(crate) fn push(&mut self, msg: Arc<Outgoing>, account: Option<u32>) {
+        let n = msg.len();
+        self.bytes += n;
+        match self.charges.iter_mut().find(|(a, _)| *a == account) {
+            Some((_, used)) => *used += n,
+            None => self.charges.push((account, n)),
+        }
+        self.messages.push_back((msg, account));
+    }
+    /// Bytes queued that are charged to `account`.
+    pub(crate) fn charged(&self, account: Option<u32>) -> usize {
+        self.charges
+            .iter()
+            .find(|(a, _)| *a == account)
+            .map_or(0, |(_, n)| *n)
     }
     /// Whether anything waits to be written.
     pub fn is_empty(&self) -> bool {
@@ -84,21 +100,29 @@ impl TxQueue {
     }
     /// The messages, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Outgoing>> {
-        self.messages.iter()
+        self.messages.iter().map(|(m, _)| m)
     }
     /// Records that `n` more bytes were written from the front; drops messages written in full.
     pub fn consume(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(front) = self.messages.front() else {
+            let Some((front, account)) = self.messages.front() else {
                 return;
             };
-            let left = front.len() - self.head_written;
+            let len = front.len();
+            let left = len - self.head_written;
             if n < left {
                 self.head_written += n;
                 return;
             }
             n -= left;
-            self.bytes -= front.len();
+            self.bytes -= len;
+            let account = *account;
+            if let Some(i) = self.charges.iter().position(|(a, _)| *a == account) {
+                self.charges[i].1 = self.charges[i].1.saturating_sub(len);
+                if self.charges[i].1 == 0 {
+                    self.charges.swap_remove(i);
+                }
+            }
             self.head_written = 0;
             self.messages.pop_front();
         }
@@ -107,6 +131,7 @@ impl TxQueue {
     pub fn shrink(&mut self) {
         if self.messages.is_empty() && self.messages.capacity() > 16 {
             self.messages = VecDeque::new();
+            self.charges = Vec::new();
         }
     }
 }

@@ -354,3 +354,42 @@ fn a_full_queue_refuses_calls_and_disconnects_a_stalled_broadcast_receiver() {
         "the reading subscriber still gets the broadcasts"
     );
 }
+
+#[test]
+fn one_user_cannot_take_a_slow_receivers_whole_queue() {
+    let limits = Limits {
+        max_outgoing_bytes: 16 * 1024,
+        ..Limits::session()
+    };
+    let mut h = Harness::with(Policy::session(), limits);
+    let (flooder, _) = h.client_as(2000);
+    let (other, _) = h.client_as(3000);
+    let (slow, slow_name) = h.client();
+    h.ignore(slow);
+    let payload = vec![0u8; 1000];
+    let big = |w: &mut tram_wire::BodyWriter| w.byte_array(&payload);
+    let mut accepted = 0;
+    loop {
+        let s = h.send(
+            flooder,
+            call(&slow_name, "/", None, "Flood").body("ay", big),
+        );
+        let refused = h.take(flooder).iter().any(|m| m.reply_serial() == Some(s));
+        if refused {
+            break;
+        }
+        accepted += 1;
+        assert!(accepted < 100, "the flooder was never stopped");
+    }
+    let queued = h.bus.tx_queue(slow).unwrap().bytes();
+    assert!(
+        queued <= 16 * 1024 / 2 + 1200,
+        "the flooder holds {queued} bytes"
+    );
+    // Another user still has room of its own.
+    let s = h.send(other, call(&slow_name, "/", None, "Hello").body("ay", big));
+    assert!(
+        h.take(other).iter().all(|m| m.reply_serial() != Some(s)),
+        "another user's call is queued, not refused"
+    );
+}

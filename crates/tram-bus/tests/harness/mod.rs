@@ -72,7 +72,20 @@ impl Harness {
 
     /// A connection that said Hello; returns it and its unique name, with its inbox emptied.
     pub fn client(&mut self) -> (PeerId, String) {
-        let id = self.connect();
+        self.client_as(1000)
+    }
+
+    /// [`Harness::client`] for user `uid`.
+    pub fn client_as(&mut self, uid: u32) -> (PeerId, String) {
+        let creds = Credentials {
+            uid,
+            gid: uid,
+            pid: Some(4242),
+            groups: vec![uid],
+            ..Default::default()
+        };
+        let id = self.bus.connect(self.now, creds, true);
+        self.inboxes.insert(id, VecDeque::new());
         let serial = self.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "Hello"));
         let reply = self.reply_to(id, serial);
         let unique = BodyReader::new(&reply).read_str().unwrap().to_owned();
