@@ -205,6 +205,13 @@ fn run_workloads(setup: &Setup, buses: &[BusKind], opts: &Options) -> Report {
             w.name(),
             params.rounds(w)
         );
+        // One start of each bus first, not counted: the first exec after a build reads the
+        // binary and its libraries into the page cache.
+        for &b in buses {
+            if let Err(e) = w.run(setup, b, &params) {
+                eprintln!("tram-bench: {} on {} (warm-up): {e}", w.name(), b.name());
+            }
+        }
         for round in 0..params.rounds(w) {
             run_round(setup, buses, &params, w, round, &mut report);
         }
