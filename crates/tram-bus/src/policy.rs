@@ -385,6 +385,11 @@ pub struct ConnectionPolicy {
     send: Box<[u32]>,
     receive: Box<[u32]>,
     own: Box<[u32]>,
+    /// The last send rule allows every message: `Some(whether unrequested replies too)`.
+    open_send: Option<bool>,
+    /// The last receive rule allows every message: `Some((eavesdropped too, unrequested
+    /// replies too))`.
+    open_receive: Option<(bool, bool)>,
 }
 
 impl Policy {
@@ -514,16 +519,47 @@ impl Policy {
             }
             list.push(i);
         }
+        let open = |list: &[u32]| {
+            let (_, rule) = inner.rules.get(*list.last()? as usize)?;
+            let m = match &rule.kind {
+                RuleKind::Send(m) | RuleKind::Receive(m) => m,
+                _ => return None,
+            };
+            (rule.allow && m.is_unconditional()).then_some(m)
+        };
+        let unrequested_ok = |m: &MessageRule| m.eavesdrop || m.requested_reply == Some(false);
+        let open_send = open(&send).map(unrequested_ok);
+        let open_receive = open(&receive).map(|m| (m.eavesdrop, unrequested_ok(m)));
         ConnectionPolicy {
             policy: Arc::clone(&self.inner),
             send: send.into(),
             receive: receive.into(),
             own: own.into(),
+            open_send,
+            open_receive,
         }
     }
 }
 
 impl ConnectionPolicy {
+    /// Whether every message of this kind is allowed out without looking at it (the last send
+    /// rule allows everything): a shortcut for [`ConnectionPolicy::check_send`].
+    pub fn sends_anything(&self, is_reply: bool, requested_reply: bool) -> bool {
+        matches!(self.open_send, Some(unrequested) if !is_reply || requested_reply || unrequested)
+    }
+
+    /// Whether every message of this kind is allowed in without looking at it (the last
+    /// receive rule allows everything): a shortcut for [`ConnectionPolicy::check_receive`].
+    pub fn receives_anything(
+        &self,
+        is_reply: bool,
+        requested_reply: bool,
+        eavesdropping: bool,
+    ) -> bool {
+        matches!(self.open_receive, Some((eavesdrop, unrequested))
+            if (!eavesdropping || eavesdrop) && (!is_reply || requested_reply || unrequested))
+    }
+
     /// May the connection send this message to this receiver?
     pub fn check_send(&self, m: &SendCheck<'_>) -> Decision {
         self.decide(&self.send, |rule| send_rule_matches(rule, m), true)
@@ -695,6 +731,20 @@ impl PolicyInner {
 }
 
 impl MessageRule {
+    /// Matches every message (of either direction), whatever its fields: no condition at all
+    /// beyond the reply and eavesdrop rules.
+    fn is_unconditional(&self) -> bool {
+        self.message_type.is_none()
+            && self.path.is_none()
+            && self.interface.is_none()
+            && self.member.is_none()
+            && self.error.is_none()
+            && self.peer.is_none()
+            && self.broadcast.is_none()
+            && self.min_fds == 0
+            && self.max_fds == u32::MAX
+    }
+
     /// Names no type, path, interface, member, error or peer: dbus-daemon's criterion for
     /// dropping the rules before it (see the module documentation).
     fn is_blanket(&self) -> bool {
@@ -1921,5 +1971,87 @@ mod tests {
             MessageKind::from_wire(tram_wire::MessageType::Signal),
             Some(MessageKind::Signal)
         );
+    }
+
+    #[test]
+    fn the_open_policy_shortcut_agrees_with_the_full_checks() {
+        let unconditional = |allow, eavesdrop, requested_reply| Rule {
+            allow,
+            kind: RuleKind::Receive(MessageRule {
+                eavesdrop,
+                requested_reply,
+                ..MessageRule::default()
+            }),
+            log: false,
+            origin: None,
+        };
+        let as_send = |mut r: Rule| {
+            if let RuleKind::Receive(m) = r.kind {
+                r.kind = RuleKind::Send(m);
+            }
+            r
+        };
+        let policies = [
+            Policy::session(),
+            Policy::new([(Context::Default, as_send(unconditional(true, false, None)))]),
+            Policy::new([
+                (
+                    Context::Default,
+                    as_send(unconditional(true, false, Some(false))),
+                ),
+                (Context::Default, unconditional(true, false, None)),
+            ]),
+            Policy::new([(Context::Default, unconditional(true, true, None))]),
+            Policy::new([(Context::Default, unconditional(false, false, None))]),
+        ];
+        let names: [&str; 1] = ["a.b"];
+        for policy in &policies {
+            let p = policy.for_connection(Some(1000), &[1000], false);
+            for kind in [
+                MessageKind::MethodCall,
+                MessageKind::MethodReturn,
+                MessageKind::Error,
+                MessageKind::Signal,
+            ] {
+                for (requested, eavesdropping) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let send = SendCheck {
+                        message_type: kind,
+                        path: Some("/p"),
+                        interface: Some("a.I"),
+                        member: Some("M"),
+                        error_name: None,
+                        has_destination: true,
+                        receiver: &names,
+                        requested_reply: requested,
+                        unix_fds: 0,
+                    };
+                    if p.sends_anything(kind.is_reply(), requested) {
+                        assert!(p.check_send(&send).allowed, "{kind} {requested}");
+                    }
+                    let receive = ReceiveCheck {
+                        message_type: kind,
+                        path: Some("/p"),
+                        interface: Some("a.I"),
+                        member: Some("M"),
+                        error_name: None,
+                        sender: &names,
+                        requested_reply: requested,
+                        eavesdropping,
+                        unix_fds: 0,
+                    };
+                    if p.receives_anything(kind.is_reply(), requested, eavesdropping) {
+                        assert!(p.check_receive(&receive).allowed, "{kind} {requested}");
+                    }
+                }
+            }
+        }
+        let session = Policy::session().for_connection(Some(1000), &[1000], false);
+        assert!(
+            session.sends_anything(false, false),
+            "the session policy is open"
+        );
+        assert!(session.receives_anything(false, false, true));
     }
 }
