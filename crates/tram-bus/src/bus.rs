@@ -635,8 +635,8 @@ impl Bus {
     /// The forwarded form of `msg`: SENDER stamped with `from`'s unique name. A message that
     /// the stamp would take past the 128 MiB limit is refused instead.
     fn stamp(&mut self, from: PeerId, msg: &Message) -> Option<Arc<Outgoing>> {
-        let sender = self.sender_name(from);
-        let out = msg.stamp_sender(&sender);
+        let sender = self.peers.get(from).and_then(|p| p.unique.as_deref());
+        let out = msg.stamp_sender(sender.unwrap_or_default());
         if out.len() > MAX_MESSAGE_LEN {
             let text = format!(
                 "Message of {} bytes exceeds the {MAX_MESSAGE_LEN}-byte limit once the bus adds \
