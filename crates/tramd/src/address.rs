@@ -40,6 +40,8 @@ pub(crate) enum ListenAddress {
     Runtime,
     /// `tcp:` or `nonce-tcp:`.
     Tcp(TcpAddress),
+    /// `systemd:`: the sockets systemd passed (`LISTEN_FDS`).
+    Systemd,
 }
 
 /// A `tcp:` or `nonce-tcp:` listen address.
@@ -127,7 +129,7 @@ impl fmt::Display for AddressError {
             AddressError::DuplicateKey(k) => write!(f, "key {k:?} given twice"),
             AddressError::UnsupportedTransport(t) => write!(
                 f,
-                "transport {t:?} is not supported (only unix:, tcp: and nonce-tcp: are)"
+                "transport {t:?} is not supported (only unix:, tcp:, nonce-tcp: and systemd: are)"
             ),
             AddressError::UnixNeedsOneKey => f.write_str(
                 "a unix: address needs exactly one of path, abstract, dir, tmpdir or runtime",
@@ -187,6 +189,7 @@ impl ListenAddress {
             "unix" => unix_address(addr),
             "tcp" => tcp_address(addr, false),
             "nonce-tcp" => tcp_address(addr, true),
+            "systemd" => systemd_address(addr),
             _ => Err(AddressError::UnsupportedTransport(addr.transport.clone())),
         }
     }
@@ -248,6 +251,17 @@ fn tcp_address(addr: &Address, nonce: bool) -> Result<ListenAddress, AddressErro
         }
     }
     Ok(ListenAddress::Tcp(tcp))
+}
+
+/// `systemd:` takes no key but the GUID any address may carry.
+fn systemd_address(addr: &Address) -> Result<ListenAddress, AddressError> {
+    match addr.pairs.iter().find(|(key, _)| key != "guid") {
+        Some((key, _)) => Err(AddressError::UnknownKey {
+            transport: addr.transport.clone(),
+            key: key.clone(),
+        }),
+        None => Ok(ListenAddress::Systemd),
+    }
 }
 
 fn unix_address(addr: &Address) -> Result<ListenAddress, AddressError> {
@@ -486,6 +500,8 @@ mod tests {
             ("unix:tmpdir=/tmp", ListenAddress::Tmpdir("/tmp".into())),
             ("unix:runtime=yes", ListenAddress::Runtime),
             ("unix:guid=0123,path=/x", ListenAddress::Path("/x".into())),
+            ("systemd:", ListenAddress::Systemd),
+            ("systemd:guid=0123", ListenAddress::Systemd),
         ];
         for (input, want) in ok {
             let addr = &parse_list(input).unwrap()[0];
@@ -502,6 +518,13 @@ mod tests {
             (
                 "udp:host=localhost",
                 AddressError::UnsupportedTransport("udp".into()),
+            ),
+            (
+                "systemd:path=/a",
+                AddressError::UnknownKey {
+                    transport: "systemd".into(),
+                    key: "path".into(),
+                },
             ),
             (
                 "unix:runtime=no",

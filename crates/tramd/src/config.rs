@@ -20,9 +20,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tram_bus::policy::{Context, IdMatch, Policy, Rule, RuleKind};
-use tram_config::BusKind;
+use tram_config::{BusKind, ServiceDir, XdgDirs};
 
 use crate::cli::ConfigSource;
+use crate::launcher::LaunchMode;
+use crate::services;
 
 /// A SASL mechanism the daemon can offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,12 @@ pub(crate) struct Config {
     pub(crate) syslog: bool,
     /// `<pidfile>`.
     pub(crate) pidfile: Option<PathBuf>,
+    /// The directories searched for `.service` files, in order (the standard sets expanded
+    /// from this process's XDG variables).
+    pub(crate) service_dirs: Vec<ServiceDir>,
+    /// How activated services are started: as their `User=` when a `<servicehelper>` is
+    /// configured (the system bus), else as the bus's own user.
+    pub(crate) launch_mode: LaunchMode,
 }
 
 /// A loaded configuration: the daemon's part and the bus core's part.
@@ -201,6 +209,12 @@ impl Loaded {
             }
         }
         let bus_limits = bus_limits(&c.limits);
+        let service_dirs = services::directories(&c, &XdgDirs::from_env());
+        let launch_mode = if c.servicehelper.is_some() {
+            LaunchMode::AsUser
+        } else {
+            LaunchMode::Direct
+        };
         Loaded {
             config: Config {
                 bus_type: c.bus_type.clone().unwrap_or_default(),
@@ -214,6 +228,8 @@ impl Loaded {
                 keep_umask: c.keep_umask,
                 syslog: c.syslog,
                 pidfile: c.pidfile.clone(),
+                service_dirs,
+                launch_mode,
             },
             policy: c.policy,
             bus_limits,
@@ -324,6 +340,7 @@ mod tests {
         assert!(c.fork && c.keep_umask && c.syslog && c.allow_anonymous);
         assert_eq!(c.pidfile.as_deref(), Some(Path::new("/run/tram.pid")));
         assert_eq!(c.listen, ["unix:path=/a", "tcp:host=localhost,port=0"]);
+        assert_eq!(c.launch_mode, LaunchMode::Direct);
         assert_eq!(
             c.auth_mechanisms.as_deref(),
             Some(&[Mechanism::External, Mechanism::Anonymous][..])
@@ -395,6 +412,24 @@ mod tests {
         assert_eq!(l.config.bus_type, "");
         assert_eq!(l.config.auth_mechanisms, None);
         assert!(!l.config.fork && !l.config.keep_umask && l.config.pidfile.is_none());
+        assert!(l.config.service_dirs.is_empty());
+    }
+
+    #[test]
+    fn service_directories_and_launch_mode() {
+        let l = parse(
+            "<type>system</type>\
+             <servicehelper>/usr/lib/dbus-1.0/dbus-daemon-launch-helper</servicehelper>\
+             <servicedir>/srv/services</servicedir>",
+        );
+        assert_eq!(l.config.launch_mode, LaunchMode::AsUser);
+        let dirs: Vec<_> = l
+            .config
+            .service_dirs
+            .iter()
+            .map(|d| (d.path.as_path(), d.strict_naming))
+            .collect();
+        assert_eq!(dirs, [(Path::new("/srv/services"), true)]);
     }
 
     #[test]

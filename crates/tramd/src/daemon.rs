@@ -15,9 +15,11 @@
 //!    lists the last `<listen>` first, as dbus-daemon does;
 //! 7. change to `<user>`, so sockets and the pid file were made with the original privileges
 //!    but no client is read before the change;
-//! 8. run the event loop until SIGTERM or SIGINT. SIGHUP and ReloadConfig re-read the same
-//!    configuration (listen addresses, `<user>`, `<auth>`, `<type>` and the rest of the start-up
-//!    settings keep their first values, as with dbus-daemon).
+//! 8. run the event loop until SIGTERM or SIGINT, telling systemd `READY=1` first when it
+//!    started the bus with `NOTIFY_SOCKET` (and `STOPPING=1` at the end). SIGHUP and
+//!    ReloadConfig re-read the same configuration (listen addresses, `<user>`, `<auth>`,
+//!    `<type>` and the rest of the start-up settings keep their first values, as with
+//!    dbus-daemon; the policy, the limits and the service directories are taken again).
 //!
 //! Returning drops the listeners, which removes their socket files, and the pid file.
 
@@ -34,11 +36,12 @@ use tram_config::UserEntry;
 
 use crate::cli::{ConfigSource, Options, PrintTarget, SyslogMode};
 use crate::config::{self, LoadError, Loaded};
-use crate::event_loop::{EventLoop, Reloader, SaslServers, Settings};
+use crate::event_loop::{Boot, EventLoop, Reloader, SaslServers, Settings};
 use crate::ids::{self, MachineIdSource};
 use crate::keyring::{Cookie, Keyrings};
-use crate::listener::{ListenError, Listener};
+use crate::listener::{ListenError, Listener, PassedSockets};
 use crate::log;
+use crate::notify::{self, Notifier};
 use crate::process::{self, Forked, PidFile, PidFileError};
 use crate::sasl::{CookieAuthority, Identity, SaslServer};
 use crate::signals::Signals;
@@ -90,10 +93,10 @@ impl std::error::Error for DaemonError {}
 ///
 /// # Errors
 /// Any failure to start; a failure of the event loop itself.
-pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
+pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), DaemonError> {
     // Claim the descriptors first, so nothing opened below can take their numbers.
     let outputs = Outputs::claim(options.print_address, options.print_pid)?;
-    raise_fd_limit();
+    let child_nofile = raise_fd_limit();
     let source = absolute_source(&options.config);
     let loaded = config::load(&source).map_err(DaemonError::Config)?;
     for warning in &loaded.warnings {
@@ -132,17 +135,18 @@ pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
     }
     let groups = listen
         .iter()
-        .map(|address| Listener::bind(address))
+        .map(|address| Listener::bind(address, &mut passed))
         .collect::<Result<Vec<_>, _>>()
         .map_err(DaemonError::Listen)?;
-    // As dbus-daemon: the last <listen> first, so clients try it first.
-    let address = groups
-        .iter()
-        .rev()
-        .filter_map(|group| group.first())
-        .map(|l| format!("{},guid={guid}", l.address()))
-        .collect::<Vec<_>>()
-        .join(";");
+    match passed.leftover() {
+        (_, Some(e)) => log::warning!("ignoring the sockets systemd passed: {e}"),
+        (0, None) => {}
+        (n, None) => {
+            log::warning!("{n} sockets passed by systemd are not used: no systemd: address")
+        }
+    }
+    drop(passed);
+    let address = printed_address(&groups, &guid);
     let listeners: Vec<Listener> = groups.into_iter().flatten().collect();
 
     let ready = if options.fork.unwrap_or(loaded.config.fork) {
@@ -190,6 +194,20 @@ pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
             .with_cookies(Arc::clone(&cookies)),
         tcp: SaslServer::new(&guid, &loaded.config.offered_mechanisms(false)).with_cookies(cookies),
     };
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        log::warning!("cannot notify the service manager: {e}");
+        Notifier::disabled()
+    });
+    let watchdog = notifier
+        .is_enabled()
+        .then(notify::watchdog_interval)
+        .flatten();
+    let boot = Boot {
+        address: address.clone(),
+        child_nofile,
+        notifier,
+        watchdog,
+    };
     let mut event_loop = EventLoop::new(
         bus,
         listeners,
@@ -197,6 +215,7 @@ pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
         sasl,
         settings(&loaded),
         reloader(source),
+        boot,
     )
     .map_err(|e| DaemonError::Io("cannot set up the event loop", e))?;
     log::debug!("{} bus listening on {address}", loaded.config.bus_type);
@@ -211,11 +230,33 @@ pub(crate) fn run(options: Options) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The address to print and to give the services the bus starts: the last `<listen>` first, so
+/// clients try it first, and each `<listen>` as dbus-daemon prints a server's address — its
+/// sockets' addresses (several only for `systemd:`) separated by `;`, then the GUID.
+fn printed_address(groups: &[Vec<Listener>], guid: &str) -> String {
+    let mut printed = Vec::with_capacity(groups.len());
+    for group in groups.iter().rev() {
+        let mut entries: Vec<&str> = Vec::with_capacity(group.len());
+        for listener in group {
+            // TCP listeners of one address (one per resolved IP) print it once.
+            if !entries.contains(&listener.address()) {
+                entries.push(listener.address());
+            }
+        }
+        if !entries.is_empty() {
+            printed.push(format!("{},guid={guid}", entries.join(";")));
+        }
+    }
+    printed.join(";")
+}
+
 /// The loop's share of a loaded configuration.
 fn settings(loaded: &Loaded) -> Settings {
     Settings {
         limits: loaded.config.limits.clone(),
         allow_anonymous: loaded.config.allow_anonymous,
+        service_dirs: loaded.config.service_dirs.clone(),
+        launch_mode: loaded.config.launch_mode,
     }
 }
 
@@ -373,11 +414,12 @@ impl Output {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit, as dbus-daemon does.
-fn raise_fd_limit() {
+/// Raises the soft limit on open files to the hard limit, as dbus-daemon does. Returns the soft
+/// limit it replaced, for the services the bus starts, or `None` when it did not change it.
+fn raise_fd_limit() -> Option<u64> {
     let limit = getrlimit(Resource::Nofile);
     if limit.current == limit.maximum {
-        return;
+        return None;
     }
     let raised = rustix::process::Rlimit {
         current: limit.maximum,
@@ -385,5 +427,7 @@ fn raise_fd_limit() {
     };
     if let Err(e) = setrlimit(Resource::Nofile, raised) {
         log::warning!("cannot raise the open file limit: {}", io::Error::from(e));
+        return None;
     }
+    limit.current
 }

@@ -24,7 +24,18 @@
 //!   that their connection is dropped;
 //! * SIGHUP, or a peer's ReloadConfig ([`Action::Reload`]), reloads the configuration through
 //!   the daemon's [`Reloader`]: on success the bus and the loop take the new policy and limits
-//!   together, on failure nothing changes and the error is logged (and answered to the peer);
+//!   together and the service directories are read again, on failure nothing changes and the
+//!   error is logged (and answered to the peer). The service manager is told `RELOADING=1`
+//!   before and `READY=1` after, either way;
+//! * the service directories are watched ([`DirWatcher`]): a change in one reads them all again
+//!   and hands the bus the new set of services ([`Bus::set_services`]);
+//! * [`Action::Activate`] starts a service with the [`Launcher`]; a program that cannot be
+//!   executed fails the activation at once. SIGCHLD reaps the services that exited: one that
+//!   ended with an error or a signal while its name was still being activated fails the
+//!   activation with `Spawn.ChildExited` or `Spawn.ChildSignaled`, as dbus-daemon does (a clean
+//!   exit leaves the decision to `service_start_timeout`);
+//! * under systemd ([`Notifier`]) the loop reports `READY=1` when it starts, `STATUS=` lines,
+//!   `STOPPING=1` when it stops, and `WATCHDOG=1` at half the watchdog timeout;
 //! * after every input to the bus the loop drains [`Bus::poll_action`] (closing the peers the
 //!   bus dropped) and collects [`Bus::take_dirty`]; at the end of the turn every dirty peer is
 //!   flushed, so a peer receiving many messages in one turn gets them in few `sendmsg` calls.
@@ -46,15 +57,20 @@ use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use rustix::time::Timespec;
-use tram_bus::{Action, Bus, BusConfig, Credentials, PeerId};
+use tram_bus::{Action, ActivationRequest, Bus, BusConfig, Credentials, PeerId, ReloadToken};
+use tram_config::ServiceDir;
 use tram_wire::{Message, MessageBuilder, MessageType};
 
 use crate::config::Limits;
 use crate::connection::{Connection, Flushed, Received, RecvLimits, Scratch};
 use crate::creds;
+use crate::inotify::DirWatcher;
+use crate::launcher::{self, LaunchMode, LaunchSpec, Launcher};
 use crate::listener::{Listener, NONCE_LEN, NonceFile, Transport};
 use crate::log::{self, Level, PeerLabel};
+use crate::notify::Notifier;
 use crate::sasl::{Outcome, Progress, Sasl, SaslServer};
+use crate::services;
 use crate::signals::Signals;
 
 /// The most connections one listener accepts per turn.
@@ -78,6 +94,24 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     /// `<allow_anonymous/>`.
     pub(crate) allow_anonymous: bool,
+    /// Where `.service` files are searched, in order.
+    pub(crate) service_dirs: Vec<ServiceDir>,
+    /// How activated services are started.
+    pub(crate) launch_mode: LaunchMode,
+}
+
+/// What the loop is handed at start-up besides its sockets and configuration.
+#[derive(Debug)]
+pub(crate) struct Boot {
+    /// The bus's address, as printed: what the services it starts are told.
+    pub(crate) address: String,
+    /// The soft open-file limit to give started services (the bus's before it raised its own),
+    /// or `None` to give them the bus's.
+    pub(crate) child_nofile: Option<u64>,
+    /// The service manager to report to.
+    pub(crate) notifier: Notifier,
+    /// How often to send `WATCHDOG=1`, when the service manager asks for it.
+    pub(crate) watchdog: Option<Duration>,
 }
 
 /// The authentication servers: one for unix sockets, one for TCP (which offers no EXTERNAL).
@@ -120,6 +154,18 @@ pub(crate) struct EventLoop {
     sasl: SaslServers,
     settings: Settings,
     reloader: Reloader,
+    /// Starts activated services and reaps them.
+    launcher: Launcher,
+    /// The process started for each name being activated directly, by name; an exit of that
+    /// process (and no older one) can fail the activation.
+    activating: HashMap<String, u32>,
+    /// Watches the service directories; `None` when inotify is unavailable.
+    watcher: Option<DirWatcher>,
+    /// The bus's address, for the services it starts.
+    address: String,
+    notifier: Notifier,
+    /// The watchdog interval and when `WATCHDOG=1` is next due.
+    watchdog: Option<(Duration, Instant)>,
     scratch: Scratch,
     inbox: Vec<Message>,
     dirty: Vec<PeerId>,
@@ -135,7 +181,8 @@ pub(crate) enum Exit {
 }
 
 impl EventLoop {
-    /// Sets up the epoll set for `listeners` and `signals`.
+    /// Sets up the epoll set for `listeners`, `signals` and the service directories, and reads
+    /// the services into the bus.
     ///
     /// # Errors
     /// Creating the epoll set or registering a source failed.
@@ -146,6 +193,7 @@ impl EventLoop {
         sasl: SaslServers,
         settings: Settings,
         reloader: Reloader,
+        boot: Boot,
     ) -> io::Result<EventLoop> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
@@ -158,7 +206,22 @@ impl EventLoop {
             let token = Token::Listener(u32::try_from(i).unwrap_or(u32::MAX)).encode();
             epoll::add(&epoll, listener, EventData::new_u64(token), EventFlags::IN)?;
         }
-        Ok(EventLoop {
+        let watcher = match DirWatcher::new() {
+            Ok(watcher) => {
+                let token = EventData::new_u64(Token::Watcher.encode());
+                epoll::add(&epoll, &watcher, token, EventFlags::IN)?;
+                Some(watcher)
+            }
+            Err(e) => {
+                log::warning!(
+                    "cannot watch the service directories ({e}); changes take effect on reload"
+                );
+                None
+            }
+        };
+        let launcher = Launcher::new(settings.launch_mode, boot.child_nofile);
+        let now = Instant::now();
+        let mut event_loop = EventLoop {
             epoll,
             signals,
             listeners,
@@ -176,18 +239,39 @@ impl EventLoop {
             sasl,
             settings,
             reloader,
+            launcher,
+            activating: HashMap::new(),
+            watcher,
+            address: boot.address,
+            notifier: boot.notifier,
+            watchdog: boot.watchdog.map(|interval| (interval, now + interval)),
             scratch: Scratch::new(),
             inbox: Vec::new(),
             dirty: Vec::new(),
             serial: 0,
-        })
+        };
+        event_loop.watch_service_dirs();
+        event_loop.read_services();
+        Ok(event_loop)
     }
 
-    /// Runs until SIGTERM or SIGINT.
+    /// Tells the service manager the bus is ready, then runs until SIGTERM or SIGINT, and
+    /// tells it the bus is stopping.
     ///
     /// # Errors
     /// `epoll_wait` or the signalfd failed.
     pub(crate) fn run(&mut self) -> io::Result<Exit> {
+        let result = self.notifier.ready();
+        self.notified("READY=1", result);
+        self.status(&format!("Listening on {}", self.address));
+        let exit = self.serve();
+        self.status("Stopping");
+        let result = self.notifier.stopping();
+        self.notified("STOPPING=1", result);
+        exit
+    }
+
+    fn serve(&mut self) -> io::Result<Exit> {
         let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
             let timeout = self.next_deadline().map(|deadline| {
@@ -203,6 +287,12 @@ impl EventLoop {
                 Err(e) => return Err(e.into()),
             }
             let now = Instant::now();
+            // Service directories first: a client that changed one and then asks for the name
+            // finds it, when both arrive in one turn.
+            let watcher_token = Token::Watcher.encode();
+            if events.iter().any(|e| e.data.u64() == watcher_token) {
+                self.service_dirs_changed();
+            }
             for event in &events {
                 let (flags, data) = (event.flags, event.data);
                 match Token::decode(data.u64()) {
@@ -211,6 +301,7 @@ impl EventLoop {
                             return Ok(exit);
                         }
                     }
+                    Some(Token::Watcher) => {}
                     Some(Token::Listener(index)) => self.accept(index, now),
                     Some(Token::Connection { slot, generation }) => {
                         self.connection_event(slot, generation, flags, now);
@@ -231,6 +322,7 @@ impl EventLoop {
                 .peek()
                 .map(|Reverse((deadline, ..))| *deadline),
             self.accept_paused_until,
+            self.watchdog.map(|(_, due)| due),
         ]
         .into_iter()
         .flatten()
@@ -240,10 +332,10 @@ impl EventLoop {
     fn handle_signals(&mut self) -> io::Result<Option<Exit>> {
         while let Some(signal) = self.signals.next()? {
             if signal == libc::SIGHUP {
-                if let Err(e) = self.reload() {
-                    log::warning!("cannot reload the configuration, keeping the current one: {e}");
-                }
+                self.reload(None);
                 self.drain_bus();
+            } else if signal == libc::SIGCHLD {
+                self.reap_services();
             } else {
                 log::debug!("exiting on signal {signal}");
                 return Ok(Some(Exit::Signal(signal)));
@@ -714,13 +806,147 @@ impl EventLoop {
         }
     }
 
-    /// Reads the configuration again and applies it whole, or changes nothing.
-    fn reload(&mut self) -> Result<(), String> {
-        let (config, settings) = (self.reloader)(self.bus.config())?;
-        self.bus.reload(config);
-        self.settings = settings;
-        log::info!("reloaded the configuration");
-        Ok(())
+    /// Reads the configuration again and applies it whole, or changes nothing: for SIGHUP, or
+    /// for the ReloadConfig call `token` stands for (which is answered either way).
+    fn reload(&mut self, token: Option<ReloadToken>) {
+        let result = self.notifier.reloading();
+        self.notified("RELOADING=1", result);
+        let how = if token.is_some() {
+            " (ReloadConfig)"
+        } else {
+            ""
+        };
+        match (self.reloader)(self.bus.config()) {
+            Ok((config, settings)) => {
+                match token {
+                    Some(token) => self.bus.finish_reload(token, Ok(config)),
+                    None => self.bus.reload(config),
+                }
+                let dirs_changed = settings.service_dirs != self.settings.service_dirs;
+                self.launcher.set_mode(settings.launch_mode);
+                self.settings = settings;
+                if dirs_changed {
+                    self.watch_service_dirs();
+                }
+                self.read_services();
+                log::info!("reloaded the configuration{how}");
+                self.status(&format!("Listening on {}", self.address));
+            }
+            Err(e) => {
+                log::warning!("cannot reload the configuration{how}, keeping the current one: {e}");
+                self.status(&format!("Running with the previous configuration: {e}"));
+                if let Some(token) = token {
+                    self.bus.finish_reload(token, Err(e));
+                }
+            }
+        }
+        let result = self.notifier.ready();
+        self.notified("READY=1", result);
+    }
+
+    /// Watches the directories of the settings in force that are to be watched.
+    fn watch_service_dirs(&mut self) {
+        let Some(watcher) = &mut self.watcher else {
+            return;
+        };
+        let dirs = self.settings.service_dirs.iter().filter(|d| d.watch);
+        for (dir, e) in watcher.set_dirs(dirs.map(|d| &d.path)) {
+            log::warning!(
+                "cannot watch the service directory {}: {e}; changes there take effect on reload",
+                dir.display()
+            );
+        }
+    }
+
+    /// Reads the service directories and hands the services to the bus.
+    fn read_services(&mut self) {
+        let services = services::read(&self.settings.service_dirs);
+        self.bus.set_services(services);
+    }
+
+    /// The watcher's descriptor is readable: read the directories again if anything changed.
+    fn service_dirs_changed(&mut self) {
+        let Some(watcher) = &mut self.watcher else {
+            return;
+        };
+        match watcher.changed() {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(e) => {
+                log::warning!(
+                    "cannot read service directory changes ({e}); they take effect on reload"
+                );
+                if let Some(watcher) = self.watcher.take() {
+                    let _ = epoll::delete(&self.epoll, &watcher);
+                }
+            }
+        }
+        self.read_services();
+        self.drain_bus();
+    }
+
+    /// Starts the service the bus asked for; a failure to start answers the waiting callers.
+    fn activate(&mut self, request: ActivationRequest) {
+        let service = &request.service;
+        log::info!("activating service name='{}'", service.name);
+        let spec = LaunchSpec {
+            name: &service.name,
+            exec: service.exec.as_deref(),
+            user: service.user.as_deref(),
+        };
+        let bus_type = Some(self.bus.config().bus_type.as_str()).filter(|t| !t.is_empty());
+        match self
+            .launcher
+            .spawn(&spec, &request.environment, &self.address, bus_type)
+        {
+            Ok(pid) => {
+                log::debug!("started {} as pid {pid}", service.name);
+                self.activating.insert(service.name.clone(), pid);
+            }
+            Err(e) => {
+                let (error, text) = e.dbus_error();
+                log::warning!("activated service '{}' failed: {text}", service.name);
+                self.bus.activation_failed(&service.name, error, &text);
+            }
+        }
+    }
+
+    /// Collects the services that exited (SIGCHLD). A service that failed before owning its
+    /// name fails its activation; the bus ignores names no longer being activated.
+    fn reap_services(&mut self) {
+        for exited in self.launcher.reap() {
+            let current = self.activating.get(&exited.name) == Some(&exited.pid);
+            if current {
+                self.activating.remove(&exited.name);
+            }
+            match launcher::exit_error(&exited.name, exited.status) {
+                Some((error, text)) if current => {
+                    log::warning!("activated service '{}' failed: {text}", exited.name);
+                    self.bus.activation_failed(&exited.name, error, &text);
+                }
+                _ => log::debug!(
+                    "service {} (pid {}) exited: {}; {} started services running",
+                    exited.name,
+                    exited.pid,
+                    exited.status,
+                    self.launcher.running()
+                ),
+            }
+        }
+        self.drain_bus();
+    }
+
+    /// Logs a failed notification of the service manager.
+    fn notified(&self, what: &str, result: io::Result<()>) {
+        if let Err(e) = result {
+            log::warning!("cannot tell the service manager {what}: {e}");
+        }
+    }
+
+    /// Sends the service manager a `STATUS=` line.
+    fn status(&self, text: &str) {
+        let result = self.notifier.status(text);
+        self.notified("STATUS", result);
     }
 
     /// Drains the bus's actions and collects its dirty peers (after every input).
@@ -735,19 +961,8 @@ impl EventLoop {
                         self.remove(slot);
                     }
                 }
-                Action::Reload(token) => match (self.reloader)(self.bus.config()) {
-                    Ok((config, settings)) => {
-                        self.settings = settings;
-                        self.bus.finish_reload(token, Ok(config));
-                        log::info!("reloaded the configuration (ReloadConfig)");
-                    }
-                    Err(e) => {
-                        log::warning!(
-                            "cannot reload the configuration, keeping the current one: {e}"
-                        );
-                        self.bus.finish_reload(token, Err(e));
-                    }
-                },
+                Action::Reload(token) => self.reload(Some(token)),
+                Action::Activate(request) => self.activate(request),
                 other => log::warning!("ignoring unsupported bus action {other:?}"),
             }
         }
@@ -804,6 +1019,13 @@ impl EventLoop {
     }
 
     fn handle_timers(&mut self, now: Instant) {
+        if let Some((interval, due)) = self.watchdog {
+            if due <= now {
+                let result = self.notifier.watchdog();
+                self.notified("WATCHDOG=1", result);
+                self.watchdog = Some((interval, now + interval));
+            }
+        }
         if self.bus.poll_timeout().is_some_and(|t| t <= now) {
             self.bus.handle_timeout(now);
             self.drain_bus();
@@ -1037,6 +1259,7 @@ impl Conn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     Signals,
+    Watcher,
     Listener(u32),
     Connection { slot: u32, generation: u32 },
 }
@@ -1048,6 +1271,7 @@ impl Token {
     fn encode(self) -> u64 {
         match self {
             Token::Signals => 0,
+            Token::Watcher => 1,
             Token::Listener(index) => 1 << Self::KIND_SHIFT | u64::from(index),
             Token::Connection { slot, generation } => {
                 2 << Self::KIND_SHIFT
@@ -1060,7 +1284,9 @@ impl Token {
     fn decode(data: u64) -> Option<Token> {
         let low = (data & u64::from(u32::MAX)) as u32;
         match data >> Self::KIND_SHIFT {
-            0 => Some(Token::Signals),
+            0 if data == 0 => Some(Token::Signals),
+            0 if data == 1 => Some(Token::Watcher),
+            0 => None,
             1 => Some(Token::Listener(low)),
             2 => Some(Token::Connection {
                 slot: low,
@@ -1092,6 +1318,7 @@ mod tests {
     fn tokens_round_trip() {
         let tokens = [
             Token::Signals,
+            Token::Watcher,
             Token::Listener(0),
             Token::Listener(u32::MAX),
             Token::Connection {
@@ -1111,5 +1338,6 @@ mod tests {
             assert_eq!(Token::decode(token.encode()), Some(token));
         }
         assert_eq!(Token::decode(3 << 62), None);
+        assert_eq!(Token::decode(2), None);
     }
 }

@@ -246,6 +246,11 @@ impl Launcher {
         exited
     }
 
+    /// Starts later services in `mode` (after a reload); running ones are not affected.
+    pub(crate) fn set_mode(&mut self, mode: LaunchMode) {
+        self.mode = mode;
+    }
+
     /// How many started children are still running.
     pub(crate) fn running(&self) -> usize {
         self.children.len()

@@ -16,6 +16,11 @@
 //! kernel to choose); `*` means every interface. `nonce-tcp:` listeners share a [`NonceFile`]:
 //! 16 random bytes in a new private directory under `$TMPDIR` (or `/tmp`), removed when the last
 //! of its listeners is dropped.
+//!
+//! `systemd:` listens on the sockets systemd passed ([`PassedSockets`]): the first such address
+//! takes all of them, one listener each, named as dbus-daemon names them (`unix:path=…`,
+//! `unix:abstract=…`, `tcp:family=…,port=…,host=…`). Their socket files belong to systemd and
+//! are never unlinked.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -31,6 +36,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::address::{self, Family, ListenAddress, TcpAddress};
 use crate::ids;
+use crate::socket_activation::{self, ListenFd, SocketActivationError};
 
 /// The length of a nonce-tcp nonce.
 pub(crate) const NONCE_LEN: usize = 16;
@@ -86,13 +92,61 @@ impl fmt::Display for ListenError {
 
 impl std::error::Error for ListenError {}
 
+/// The sockets systemd passed to the process, until a `systemd:` address takes them.
+#[derive(Debug)]
+pub(crate) struct PassedSockets {
+    sockets: Result<Vec<ListenFd>, SocketActivationError>,
+}
+
+impl PassedSockets {
+    /// What [`socket_activation::take_listen_fds`] found.
+    pub(crate) fn new(sockets: Result<Vec<ListenFd>, SocketActivationError>) -> PassedSockets {
+        PassedSockets { sockets }
+    }
+
+    /// No sockets at all.
+    #[cfg(test)]
+    pub(crate) fn none() -> PassedSockets {
+        PassedSockets::new(Ok(Vec::new()))
+    }
+
+    /// How many sockets no `systemd:` address took, and why the passed sockets could not be
+    /// used, if they could not; for warnings once every address is listened on.
+    pub(crate) fn leftover(&self) -> (usize, Option<&SocketActivationError>) {
+        match &self.sockets {
+            Ok(sockets) => (sockets.len(), None),
+            Err(e) => (0, Some(e)),
+        }
+    }
+
+    /// Takes every socket, as a `systemd:` address does.
+    fn take(&mut self) -> io::Result<Vec<ListenFd>> {
+        let sockets = match &mut self.sockets {
+            Ok(sockets) => std::mem::take(sockets),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+        };
+        if sockets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no socket received from systemd (LISTEN_FDS and LISTEN_PID do not pass any \
+                 to this process)",
+            ));
+        }
+        Ok(sockets)
+    }
+}
+
 impl Listener {
     /// Listens on the first entry of `address` that works: one socket, or for TCP one per
-    /// resolved address (all with the same connectable address).
+    /// resolved address (all with the same connectable address), or for `systemd:` one per
+    /// socket in `passed`.
     ///
     /// # Errors
     /// The address does not parse, or no entry could be listened on.
-    pub(crate) fn bind(address: &str) -> Result<Vec<Listener>, ListenError> {
+    pub(crate) fn bind(
+        address: &str,
+        passed: &mut PassedSockets,
+    ) -> Result<Vec<Listener>, ListenError> {
         let error = |reasons| ListenError {
             address: address.to_owned(),
             reasons,
@@ -101,7 +155,7 @@ impl Listener {
         let mut reasons = Vec::new();
         for entry in &entries {
             let result = match ListenAddress::from_address(entry) {
-                Ok(listen) => bind_one(&listen).map_err(|e| e.to_string()),
+                Ok(listen) => bind_one(&listen, passed).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {
@@ -112,6 +166,51 @@ impl Listener {
             }
         }
         Err(error(reasons))
+    }
+
+    /// A listener on a socket systemd passed, with the address its socket is bound to.
+    fn passed(socket: ListenFd) -> io::Result<Listener> {
+        let bound = rustix::net::getsockname(&socket.fd)?;
+        let (address, transport) = match socket.family {
+            socket_activation::Family::Unix => {
+                let unix = SocketAddrUnix::try_from(bound)
+                    .map_err(|_| io::Error::other("getsockname returned a non-unix address"))?;
+                let address = if let Some(path) = unix.path_bytes() {
+                    format!("unix:path={}", address::escape(path))
+                } else if let Some(name) = unix.abstract_name() {
+                    format!("unix:abstract={}", address::escape(name))
+                } else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("passed socket {:?} has no name", socket.name),
+                    ));
+                };
+                (address, Transport::Unix)
+            }
+            socket_activation::Family::Ipv4 | socket_activation::Family::Ipv6 => {
+                let ip = SocketAddr::try_from(bound)
+                    .map_err(|_| io::Error::other("getsockname returned a non-IP address"))?;
+                let family = if ip.is_ipv4() {
+                    Family::Ipv4
+                } else {
+                    Family::Ipv6
+                };
+                // dbus-daemon's order of keys for passed TCP sockets.
+                let address = format!(
+                    "tcp:family={},port={},host={}",
+                    family.name(),
+                    ip.port(),
+                    address::escape(ip.ip().to_string().as_bytes())
+                );
+                (address, Transport::Tcp { nonce: None })
+            }
+        };
+        Ok(Listener {
+            fd: socket.fd,
+            address,
+            transport,
+            unlink_on_drop: None,
+        })
     }
 
     /// The connectable address, without the GUID.
@@ -199,8 +298,11 @@ const RANDOM_NAME_ATTEMPTS: usize = 16;
 /// The listen backlog; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 4096;
 
-fn bind_one(listen: &ListenAddress) -> io::Result<Vec<Listener>> {
+fn bind_one(listen: &ListenAddress, passed: &mut PassedSockets) -> io::Result<Vec<Listener>> {
     let unix = match listen {
+        ListenAddress::Systemd => {
+            return passed.take()?.into_iter().map(Listener::passed).collect();
+        }
         ListenAddress::Path(path) => bind_path(path, true)?,
         ListenAddress::Abstract(name) => {
             let fd = new_socket()?;
@@ -446,7 +548,7 @@ mod tests {
     struct TempDir(PathBuf);
 
     fn bind1(address: &str) -> Listener {
-        let mut listeners = Listener::bind(address).unwrap();
+        let mut listeners = Listener::bind(address, &mut PassedSockets::none()).unwrap();
         assert_eq!(listeners.len(), 1, "{address}");
         listeners.remove(0)
     }
@@ -481,7 +583,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777, "every user may connect");
         // A live socket is not taken over.
-        let err = Listener::bind(&address).unwrap_err();
+        let err = Listener::bind(&address, &mut PassedSockets::none()).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
         drop(listener);
         assert!(!path.exists());
@@ -503,7 +605,13 @@ mod tests {
         let dir = TempDir::new("file");
         let path = dir.0.join("bus");
         std::fs::write(&path, "data").unwrap();
-        assert!(Listener::bind(&format!("unix:path={}", path.display())).is_err());
+        assert!(
+            Listener::bind(
+                &format!("unix:path={}", path.display()),
+                &mut PassedSockets::none()
+            )
+            .is_err()
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 
@@ -527,7 +635,8 @@ mod tests {
         let name = format!("/tmp/tramd-test-{}", ids::random_guid().unwrap());
         let listener = bind1(&format!("unix:abstract={name}"));
         assert_eq!(listener.address(), format!("unix:abstract={name}"));
-        let err = Listener::bind(&format!("unix:abstract={name}")).unwrap_err();
+        let err = Listener::bind(&format!("unix:abstract={name}"), &mut PassedSockets::none())
+            .unwrap_err();
         assert!(err.to_string().contains(&name), "{err}");
     }
 
@@ -556,7 +665,9 @@ mod tests {
             ("garbage", "lacks a ':'"),
         ];
         for (address, needle) in cases {
-            let err = Listener::bind(address).unwrap_err().to_string();
+            let err = Listener::bind(address, &mut PassedSockets::none())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{address}: {err}");
         }
     }
@@ -630,5 +741,55 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap().len(), NONCE_LEN);
         drop(listener);
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn passed_sockets() {
+        let dir = TempDir::new("passed");
+        let path = dir.0.join("a b");
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let name = format!("tramd-passed-{}", std::process::id());
+        let abstract_addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).unwrap();
+        let abstract_socket = new_socket().unwrap();
+        rustix::net::bind(&abstract_socket, &abstract_addr).unwrap();
+        rustix::net::listen(&abstract_socket, 1).unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let passed = |fd: OwnedFd, family| ListenFd {
+            fd,
+            name: "unknown".to_owned(),
+            family,
+        };
+        let mut sockets = PassedSockets::new(Ok(vec![
+            passed(unix.into(), socket_activation::Family::Unix),
+            passed(abstract_socket, socket_activation::Family::Unix),
+            passed(tcp.into(), socket_activation::Family::Ipv4),
+        ]));
+        let listeners = Listener::bind("systemd:", &mut sockets).unwrap();
+        let addresses: Vec<&str> = listeners.iter().map(Listener::address).collect();
+        assert_eq!(
+            addresses,
+            [
+                format!("unix:path={}", address::escape(path.as_os_str().as_bytes())),
+                format!("unix:abstract={name}"),
+                format!("tcp:family=ipv4,port={port},host=127.0.0.1"),
+            ]
+        );
+        assert!(matches!(
+            listeners[2].transport(),
+            Transport::Tcp { nonce: None }
+        ));
+        assert_eq!(sockets.leftover().0, 0);
+        // The first systemd: address took them all; the socket file stays systemd's.
+        let err = Listener::bind("systemd:", &mut sockets).unwrap_err();
+        assert!(err.to_string().contains("no socket received"), "{err}");
+        drop(listeners);
+        assert!(path.exists());
+        // Alternatives fall through when systemd passed nothing.
+        let fallback = dir.0.join("fallback");
+        let address = format!("systemd:;unix:path={}", fallback.display());
+        let listeners = Listener::bind(&address, &mut PassedSockets::none()).unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert!(listeners[0].address().ends_with("/fallback"));
     }
 }

@@ -4,6 +4,9 @@
 //! Exit status 0 on a clean stop (SIGTERM, SIGINT) and for `--help`, `--version` and
 //! `--introspect`; 1 for a bad command line or any failure to start. The parent of `--fork`
 //! exits 0 once the daemon is ready, 1 if it failed first.
+//!
+//! The sockets systemd passes (`LISTEN_FDS`) are taken before anything else runs, so that no
+//! descriptor opened on the way can be mistaken for one of them.
 
 mod address;
 mod cli;
@@ -13,17 +16,24 @@ mod creds;
 mod daemon;
 mod event_loop;
 mod ids;
+mod inotify;
 mod keyring;
+mod launcher;
 mod listener;
 mod log;
+mod notify;
 mod process;
 mod sasl;
+mod services;
 mod sha1;
 mod signals;
+mod socket_activation;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // SAFETY: nothing else has run yet: there is one thread, and no descriptor was opened.
+    let passed = listener::PassedSockets::new(unsafe { socket_activation::take_listen_fds() });
     match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Command::Help) => {
             print!("{}", cli::USAGE);
@@ -37,7 +47,7 @@ fn main() -> ExitCode {
             print!("{}", tram_bus::introspect("/org/freedesktop/DBus"));
             ExitCode::SUCCESS
         }
-        Ok(cli::Command::Run(options)) => match daemon::run(options) {
+        Ok(cli::Command::Run(options)) => match daemon::run(options, passed) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 log::error!("{e}");

@@ -1,8 +1,10 @@
-//! Signals as events: SIGTERM, SIGINT and SIGHUP arrive through a signalfd in the epoll set.
+//! Signals as events: SIGTERM, SIGINT, SIGHUP and SIGCHLD arrive through a signalfd in the epoll
+//! set.
 //!
 //! [`Signals::new`] blocks those signals for the process and opens a non-blocking,
 //! close-on-exec signalfd for them, so the event loop sees a signal as a readable fd, with no
-//! asynchronous handler. SIGPIPE needs nothing here: the Rust runtime ignores it before `main`,
+//! asynchronous handler. SIGCHLD, whose default action is to be discarded, is still queued while
+//! blocked, so the exits of started services are seen. SIGPIPE needs nothing here: the Rust runtime ignores it before `main`,
 //! and every send uses `MSG_NOSIGNAL` anyway.
 //!
 //! A blocked signal mask is inherited across `fork` and `exec`: whatever starts child processes
@@ -13,7 +15,8 @@ use std::mem::{MaybeUninit, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// The signals the daemon handles.
-pub(crate) const HANDLED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+pub(crate) const HANDLED: [libc::c_int; 4] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
 
 /// A signalfd for [`HANDLED`].
 #[derive(Debug)]
