@@ -52,8 +52,13 @@ pub(crate) fn bus_name(s: &[u8]) -> bool {
         Some(rest) => (rest, true),
         None => (s, false),
     };
-    // Unique names may start elements with digits: treat digits as word characters there.
-    let leading = if unique { WORD | DIGIT } else { WORD };
+    // Elements may start with `-` (discouraged, but valid); only unique names may start
+    // elements with digits.
+    let leading = if unique {
+        WORD | DIGIT | HYPHEN
+    } else {
+        WORD | HYPHEN
+    };
     s.len() <= MAX_NAME_LEN && dotted(rest, b'.', leading, WORD | DIGIT | HYPHEN) >= 2
 }
 
@@ -144,6 +149,11 @@ mod tests {
             ("org.example-x.App_1", true),
             ("a.b", true),
             ("org._7zip.Archiver", true),
+            // `-` may lead an element (libdbus and zbus agree; found by fuzzing).
+            ("a.-b", true),
+            ("-a.b", true),
+            (":1.-b", true),
+            ("a.-7", true),
             ("org.7zip.Archiver", false),
             ("org", false),
             ("", false),
