@@ -6,6 +6,9 @@
 //! argument is taken as the descriptor only when it is a number. As with dbus-daemon, a second
 //! configuration (`--session`, `--system`, `--config-file`) is refused, and so are `--fork`
 //! together with `--nofork`; of `--syslog`, `--syslog-only` and `--nosyslog` the last wins.
+//!
+//! `tramd run-session` takes dbus-run-session's command line instead ([`RunSession`]): its
+//! options, then the program and its arguments, which need not be UTF-8.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -14,6 +17,7 @@ use std::path::PathBuf;
 /// The usage text, printed by `--help` and after usage errors.
 pub(crate) const USAGE: &str = "\
 Usage: tramd [OPTION]...
+       tramd run-session [OPTION]... [--] PROGRAM [ARGUMENT]...
 A D-Bus message bus daemon, compatible with dbus-daemon.
 
   --session                 use the standard session bus configuration
@@ -32,6 +36,22 @@ A D-Bus message bus daemon, compatible with dbus-daemon.
   --introspect              print the bus driver's introspection data and exit
   --version                 print the version and exit
   --help                    print this help and exit
+
+tramd run-session runs PROGRAM with a session bus of its own; see tramd run-session --help.
+";
+
+/// The usage text of `tramd run-session --help`.
+pub(crate) const RUN_SESSION_USAGE: &str = "\
+Usage: tramd run-session [OPTION]... [--] PROGRAM [ARGUMENT]...
+Start a session bus on a private address, run PROGRAM with DBUS_SESSION_BUS_ADDRESS naming it,
+stop the bus when PROGRAM exits, and exit with PROGRAM's status (128+N if signal N killed it,
+127 for an error of run-session itself), as dbus-run-session does.
+
+  --config-file=FILE        start the bus with --config-file=FILE instead of --session
+  --dbus-daemon=PROGRAM     run PROGRAM as the bus instead of this tramd (searched in PATH
+                            unless it contains a /)
+  --version                 print the version and exit
+  --help                    print this help and exit
 ";
 
 /// What the command line asks for.
@@ -45,6 +65,21 @@ pub(crate) enum Command {
     Version,
     /// Print the driver's introspection data and exit successfully.
     Introspect,
+    /// `tramd run-session`: run a program with a session bus of its own.
+    RunSession(RunSession),
+    /// Print [`RUN_SESSION_USAGE`] and exit successfully.
+    RunSessionHelp,
+}
+
+/// What `tramd run-session` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunSession {
+    /// `--config-file`: the bus's configuration instead of `--session`.
+    pub(crate) config_file: Option<PathBuf>,
+    /// `--dbus-daemon`: the bus program instead of this executable.
+    pub(crate) daemon: Option<OsString>,
+    /// The program and its arguments; never empty.
+    pub(crate) command: Vec<OsString>,
 }
 
 /// Options for running the bus.
@@ -122,6 +157,10 @@ pub(crate) enum CliError {
     TwoConfigurations(String),
     /// `--fork` and `--nofork` together.
     ForkAndNofork,
+    /// `run-session` without a program to run.
+    NoProgram,
+    /// A mistake in a `run-session` command line.
+    RunSession(Box<CliError>),
 }
 
 impl fmt::Display for CliError {
@@ -141,6 +180,27 @@ impl fmt::Display for CliError {
                 write!(f, "{o} given, but a configuration was already chosen")
             }
             CliError::ForkAndNofork => f.write_str("--fork and --nofork may not both be given"),
+            CliError::NoProgram => f.write_str("a program to run is required"),
+            CliError::RunSession(e) => write!(f, "run-session: {e}"),
+        }
+    }
+}
+
+impl CliError {
+    /// The exit status for this mistake: 127 for `run-session`, as dbus-run-session uses, else
+    /// 1, as dbus-daemon uses.
+    pub(crate) fn exit_status(&self) -> u8 {
+        match self {
+            CliError::RunSession(_) => 127,
+            _ => 1,
+        }
+    }
+
+    /// How to get help for the command that was mistyped.
+    pub(crate) fn help_hint(&self) -> &'static str {
+        match self {
+            CliError::RunSession(_) => "Try 'tramd run-session --help' for more information.",
+            _ => "Try 'tramd --help' for more information.",
         }
     }
 }
@@ -155,8 +215,11 @@ pub(crate) fn parse<I>(args: I) -> Result<Command, CliError>
 where
     I: IntoIterator<Item = OsString>,
 {
+    let mut args = args.into_iter().peekable();
+    if args.next_if(|a| a == "run-session").is_some() {
+        return parse_run_session(args).map_err(|e| CliError::RunSession(Box::new(e)));
+    }
     let args = args
-        .into_iter()
         .map(|a| a.into_string().map_err(CliError::NotUtf8))
         .collect::<Result<Vec<String>, _>>()?;
     let mut config = None;
@@ -255,6 +318,55 @@ where
     }
     options.config = config.ok_or(CliError::NoConfiguration)?;
     Ok(Command::Run(options))
+}
+
+/// Parses the arguments after `run-session`: dbus-run-session's options up to `--` or the first
+/// argument that is not an option, which is the program.
+fn parse_run_session<I>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut args = args.into_iter();
+    let mut options = RunSession {
+        config_file: None,
+        daemon: None,
+        command: Vec::new(),
+    };
+    while let Some(arg) = args.next() {
+        let text = arg.to_str();
+        let (name, value) = match text.and_then(|t| t.split_once('=')) {
+            Some((n, v)) if n.starts_with("--") => (n, Some(OsString::from(v))),
+            _ => (text.unwrap_or_default(), None),
+        };
+        let mut take = |option: &'static str| -> Result<OsString, CliError> {
+            match value.clone().or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(CliError::MissingValue(option)),
+            }
+        };
+        match name {
+            "--config-file" => options.config_file = Some(PathBuf::from(take("--config-file")?)),
+            "--dbus-daemon" => options.daemon = Some(take("--dbus-daemon")?),
+            "--help" => return Ok(Command::RunSessionHelp),
+            "--version" => return Ok(Command::Version),
+            "--" => {
+                options.command.extend(args.by_ref());
+                break;
+            }
+            _ if arg.as_encoded_bytes().starts_with(b"-") => {
+                return Err(CliError::UnknownOption(arg.to_string_lossy().into_owned()));
+            }
+            _ => {
+                options.command.push(arg);
+                options.command.extend(args.by_ref());
+                break;
+            }
+        }
+    }
+    if options.command.is_empty() {
+        return Err(CliError::NoProgram);
+    }
+    Ok(Command::RunSession(options))
 }
 
 /// The value of an option that needs one: after `=`, or the next argument.
@@ -569,6 +681,107 @@ mod tests {
         assert_eq!(
             CliError::UnknownOption("--bogus".into()).to_string(),
             "unknown option \"--bogus\""
+        );
+    }
+
+    #[test]
+    fn run_session_command_lines() {
+        let session = |config: Option<&str>, daemon: Option<&str>, command: &[&str]| {
+            Ok(Command::RunSession(RunSession {
+                config_file: config.map(PathBuf::from),
+                daemon: daemon.map(OsString::from),
+                command: command.iter().map(OsString::from).collect(),
+            }))
+        };
+        let missing = |option| {
+            Err(CliError::RunSession(Box::new(CliError::MissingValue(
+                option,
+            ))))
+        };
+        let cases: &[(&[&str], Result<Command, CliError>)] = &[
+            (&["run-session", "--", "sh"], session(None, None, &["sh"])),
+            (
+                &["run-session", "sh", "-c", "--help"],
+                session(None, None, &["sh", "-c", "--help"]),
+            ),
+            (
+                &["run-session", "--", "--odd", "--"],
+                session(None, None, &["--odd", "--"]),
+            ),
+            (
+                &[
+                    "run-session",
+                    "--config-file=/c",
+                    "--dbus-daemon",
+                    "dd",
+                    "x",
+                ],
+                session(Some("/c"), Some("dd"), &["x"]),
+            ),
+            (
+                &[
+                    "run-session",
+                    "--config-file",
+                    "/c",
+                    "--dbus-daemon=/d",
+                    "--",
+                    "x",
+                ],
+                session(Some("/c"), Some("/d"), &["x"]),
+            ),
+            (&["run-session", "--help", "x"], Ok(Command::RunSessionHelp)),
+            (&["run-session", "--version"], Ok(Command::Version)),
+            (
+                &["run-session"],
+                Err(CliError::RunSession(Box::new(CliError::NoProgram))),
+            ),
+            (
+                &["run-session", "--"],
+                Err(CliError::RunSession(Box::new(CliError::NoProgram))),
+            ),
+            (&["run-session", "--config-file"], missing("--config-file")),
+            (
+                &["run-session", "--dbus-daemon=", "x"],
+                missing("--dbus-daemon"),
+            ),
+            (
+                &["run-session", "--bogus", "--", "x"],
+                Err(CliError::RunSession(Box::new(CliError::UnknownOption(
+                    "--bogus".into(),
+                )))),
+            ),
+            // Only the first word selects run-session.
+            (
+                &["--session", "run-session"],
+                Err(CliError::UnexpectedArgument("run-session".into())),
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(&run(args), want, "{args:?}");
+        }
+        assert_eq!(
+            run(&["run-session", "--bogus"]).unwrap_err().exit_status(),
+            127
+        );
+        assert_eq!(run(&["--bogus"]).unwrap_err().exit_status(), 1);
+        assert_eq!(
+            run(&["run-session"]).unwrap_err().to_string(),
+            "run-session: a program to run is required"
+        );
+    }
+
+    #[test]
+    fn run_session_program_need_not_be_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(vec![b'/', b'x', 0xff]);
+        let got = parse([OsString::from("run-session"), odd.clone(), odd.clone()]);
+        assert_eq!(
+            got,
+            Ok(Command::RunSession(RunSession {
+                config_file: None,
+                daemon: None,
+                command: vec![odd.clone(), odd],
+            }))
         );
     }
 }

@@ -1,6 +1,7 @@
 //! tramd: the D-Bus message bus daemon.
 //!
-//! A thin entry point: parse the command line ([`cli`]), then run the daemon ([`daemon`]).
+//! A thin entry point: parse the command line ([`cli`]), then run the daemon ([`daemon`]), or
+//! with `run-session` a program with a bus of its own ([`run_session`]).
 //! Exit status 0 on a clean stop (SIGTERM, SIGINT) and for `--help`, `--version` and
 //! `--introspect`; 1 for a bad command line or any failure to start. The parent of `--fork`
 //! exits 0 once the daemon is ready, 1 if it failed first.
@@ -23,6 +24,7 @@ mod listener;
 mod log;
 mod notify;
 mod process;
+mod run_session;
 mod sasl;
 mod services;
 mod sha1;
@@ -54,10 +56,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Ok(cli::Command::RunSessionHelp) => {
+            print!("{}", cli::RUN_SESSION_USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(cli::Command::RunSession(options)) => ExitCode::from(run_session::run(&options)),
         Err(e) => {
             log::error!("{e}");
-            eprintln!("Try 'tramd --help' for more information.");
-            ExitCode::FAILURE
+            eprintln!("{}", e.help_hint());
+            ExitCode::from(e.exit_status())
         }
     }
 }
