@@ -13,6 +13,7 @@
 // files rather than for any crate.
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
+pub mod boot;
 pub mod built;
 pub mod daemon;
 pub mod raw;

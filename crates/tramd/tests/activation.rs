@@ -1,0 +1,503 @@
+//! Service activation end to end: `.service` files in a directory of the bus's own, services
+//! that the bus starts (a Python script speaking the protocol on the socket, see
+//! `common::boot`), and the errors callers get when a start fails.
+//!
+//! Every observable behaviour is checked on dbus-daemon first and then on the bus under test
+//! (`TRAM_TEST_BUS`, tramd by default), with the same expectations: error names, error texts
+//! (but for the time-out's wording), which calls are delivered and in what order. What only
+//! tramd can show (services run as another user without dbus-daemon's setuid helper) runs on
+//! tramd alone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::boot::{self, SERVICE_PY, SERVICE_SCRIPT};
+use common::daemon::{Daemon, EchoService, Launch, busconfig, open_config};
+use common::*;
+
+/// `service_start_timeout` of the test buses: short, so the time-out case is quick, and long
+/// enough that every other case is answered well before it.
+const START_TIMEOUT: Duration = Duration::from_millis(1500);
+
+const SPAWN_CHILD_EXITED: &str = "org.freedesktop.DBus.Error.Spawn.ChildExited";
+const SPAWN_CHILD_SIGNALED: &str = "org.freedesktop.DBus.Error.Spawn.ChildSignaled";
+const SPAWN_EXEC_FAILED: &str = "org.freedesktop.DBus.Error.Spawn.ExecFailed";
+const TIMED_OUT: &str = "org.freedesktop.DBus.Error.TimedOut";
+const ACTIVATABLE_CHANGED: &str =
+    "type='signal',interface='org.freedesktop.DBus',member='ActivatableServicesChanged'";
+
+fn kinds() -> [BusKind; 2] {
+    [BusKind::DbusDaemon, BusKind::from_env()]
+}
+
+/// A session bus on `@DIR@/bus` whose services are in `@DIR@/services`, with the service script
+/// in `@DIR@`, the given service files (name, text) and extra arguments.
+fn start(kind: BusKind, services: &[(&str, String)], args: &[&str]) -> Daemon {
+    let config = open_config(&format!(
+        "<servicedir>@DIR@/services</servicedir>\n\
+         <limit name=\"service_start_timeout\">{}</limit>",
+        START_TIMEOUT.as_millis()
+    ));
+    let mut launch = Launch::new(kind)
+        .config(&config)
+        .file(SERVICE_SCRIPT, SERVICE_PY);
+    for (name, text) in services {
+        launch = launch.file(&format!("services/{name}"), text);
+    }
+    for arg in args {
+        launch = launch.arg(arg);
+    }
+    launch.start()
+}
+
+fn call(destination: &str, member: &str, args: Vec<Value>) -> RawMessage {
+    RawMessage::call(Some(destination), "/", Some("org.example.Test"), member).args(args)
+}
+
+/// The string a service answered, or the error, described.
+fn answer(m: &Msg) -> Result<String, String> {
+    if m.is_return() {
+        return Ok(m.str_arg(0).unwrap_or_default().to_owned());
+    }
+    Err(m.describe())
+}
+
+#[test]
+fn a_started_service_receives_the_waiting_calls_in_order() {
+    for kind in kinds() {
+        let services = [(
+            "echo.service",
+            boot::service_file(
+                "org.example.Echo",
+                &boot::serve_exec("@DIR@", "org.example.Echo"),
+            ),
+        )];
+        let bus = start(kind, &services, &[]);
+        let mut c = bus.raw();
+        let first = c.send(&call("org.example.Echo", "Ping", vec![]));
+        let second = c.send(&call(
+            "org.example.Echo",
+            "Env",
+            vec![Value::str("DBUS_STARTER_BUS_TYPE")],
+        ));
+        // Nothing but the two replies is addressed to this client, so they are its next
+        // messages, in the order of the calls.
+        let replies = [c.recv(), c.recv()];
+        assert_eq!(
+            replies.each_ref().map(|m| m.reply_serial),
+            [Some(first), Some(second)],
+            "{kind:?}: {:?}",
+            replies.each_ref().map(Msg::describe)
+        );
+        assert_eq!(answer(&replies[0]), Ok("pong".to_owned()), "{kind:?}");
+        assert_eq!(answer(&replies[1]), Ok("session".to_owned()), "{kind:?}");
+        // Running now: DBUS_START_REPLY_ALREADY_RUNNING.
+        let started = c.bus_ok(
+            "StartServiceByName",
+            vec![Value::str("org.example.Echo"), Value::U32(0)],
+        );
+        assert_eq!(started, [Value::U32(2)], "{kind:?}");
+    }
+}
+
+/// One way of failing to start: the service's `Exec`, and what every waiting caller gets.
+struct Failure {
+    name: &'static str,
+    exec: String,
+    error: &'static str,
+    /// The error's text; `None` where tramd words it differently (the time-out).
+    text: Option<&'static str>,
+    /// The answer comes from the time-out, not from the process.
+    timed_out: bool,
+}
+
+#[test]
+fn failed_starts_answer_every_waiting_caller_with_their_error() {
+    let failures = [
+        Failure {
+            name: "org.example.Exits",
+            exec: "/bin/sh -c 'exit 3'".to_owned(),
+            error: SPAWN_CHILD_EXITED,
+            text: Some("Process org.example.Exits exited with status 3"),
+            timed_out: false,
+        },
+        Failure {
+            name: "org.example.Killed",
+            exec: "/bin/sh -c 'kill -9 $$'".to_owned(),
+            error: SPAWN_CHILD_SIGNALED,
+            text: Some("Process org.example.Killed received signal 9"),
+            timed_out: false,
+        },
+        Failure {
+            name: "org.example.Missing",
+            exec: "@DIR@/no-such-program --flag".to_owned(),
+            error: SPAWN_EXEC_FAILED,
+            text: Some("Failed to execute program org.example.Missing: No such file or directory"),
+            timed_out: false,
+        },
+        Failure {
+            name: "org.example.Idle",
+            exec: boot::idle_exec("@DIR@"),
+            error: TIMED_OUT,
+            text: None,
+            timed_out: true,
+        },
+        // A clean exit is not a failure: the service may live on in another process, and the
+        // time-out decides.
+        Failure {
+            name: "org.example.Quits",
+            exec: "/bin/true".to_owned(),
+            error: TIMED_OUT,
+            text: None,
+            timed_out: true,
+        },
+    ];
+    let services: Vec<(String, String)> = failures
+        .iter()
+        .map(|f| {
+            (
+                format!("{}.service", f.name),
+                boot::service_file(f.name, &f.exec),
+            )
+        })
+        .collect();
+    let services: Vec<(&str, String)> = services
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
+    for kind in kinds() {
+        let bus = start(kind, &services, &[]);
+        let mut caller = bus.raw();
+        let mut starter = bus.raw();
+        for f in &failures {
+            let begun = Instant::now();
+            // Two callers wait on one start: a message for the name and StartServiceByName.
+            let call_serial = caller.send(&call(f.name, "Ping", vec![]));
+            let start_serial = starter.send(&RawMessage::bus_call(
+                "StartServiceByName",
+                vec![Value::str(f.name), Value::U32(0)],
+            ));
+            let replies = [
+                caller.wait_reply(call_serial),
+                starter.wait_reply(start_serial),
+            ];
+            let elapsed = begun.elapsed();
+            for reply in &replies {
+                assert!(
+                    reply.is_error(f.error),
+                    "{kind:?} {}: {}",
+                    f.name,
+                    reply.describe()
+                );
+                if let Some(text) = f.text {
+                    assert_eq!(reply.str_arg(0), Some(text), "{kind:?} {}", f.name);
+                }
+            }
+            if f.timed_out {
+                assert!(
+                    elapsed >= START_TIMEOUT - Duration::from_millis(50),
+                    "{kind:?} {}: answered after {elapsed:?}, before the time-out",
+                    f.name
+                );
+            } else {
+                assert!(
+                    elapsed < START_TIMEOUT,
+                    "{kind:?} {}: answered after {elapsed:?}, not at once",
+                    f.name
+                );
+            }
+        }
+        // The bus is none the worse.
+        assert!(caller.bus_ok("GetId", vec![]).len() == 1);
+    }
+}
+
+#[test]
+fn the_activation_environment_reaches_started_services() {
+    for kind in kinds() {
+        let services = [(
+            "env.service",
+            boot::service_file(
+                "org.example.Env",
+                &boot::serve_exec("@DIR@", "org.example.Env"),
+            ),
+        )];
+        let bus = start(kind, &services, &[]);
+        let mut c = bus.raw();
+        let env = Value::Array(
+            "{ss}".into(),
+            vec![Value::Entry(
+                Box::new(Value::str("TRAM_TEST_VALUE")),
+                Box::new(Value::str("from the bus")),
+            )],
+        );
+        c.bus_ok("UpdateActivationEnvironment", vec![env]);
+        let mut var = |name: &str| {
+            let reply = c.call(call("org.example.Env", "Env", vec![Value::str(name)]));
+            answer(&reply).unwrap_or_else(|e| panic!("{kind:?} Env({name}): {e}"))
+        };
+        assert_eq!(var("TRAM_TEST_VALUE"), "from the bus", "{kind:?}");
+        assert_eq!(var("DBUS_STARTER_ADDRESS"), bus.address(), "{kind:?}");
+        assert_eq!(var("DBUS_SESSION_BUS_ADDRESS"), bus.address(), "{kind:?}");
+        assert_eq!(var("DBUS_STARTER_BUS_TYPE"), "session", "{kind:?}");
+    }
+}
+
+#[test]
+fn service_files_added_and_removed_are_noticed() {
+    for kind in kinds() {
+        // The directory exists from the start (dbus-daemon watches only existing ones).
+        let bus = start(kind, &[("README", "no services yet".to_owned())], &[]);
+        let mut c = bus.raw();
+        c.add_match(ACTIVATABLE_CHANGED);
+        let activatable = |c: &mut RawClient| -> Vec<String> {
+            let body = c.bus_ok("ListActivatableNames", vec![]);
+            match body.first() {
+                Some(Value::Array(_, names)) => names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect(),
+                other => panic!("ListActivatableNames answered {other:?}"),
+            }
+        };
+        assert!(!activatable(&mut c).iter().any(|n| n == "org.example.Added"));
+
+        // Written elsewhere and moved in whole, as package managers do.
+        let file = bus.dir().join("services/org.example.Added.service");
+        let staged = bus.dir().join("staged");
+        let dir = bus.dir().display().to_string();
+        let text = boot::service_file(
+            "org.example.Added",
+            &boot::serve_exec(&dir, "org.example.Added"),
+        );
+        std::fs::write(&staged, text).expect("staging the service file");
+        std::fs::rename(&staged, &file).expect("moving the service file in");
+        c.wait_for(|m| m.is_bus_signal("ActivatableServicesChanged"));
+        assert!(
+            activatable(&mut c).iter().any(|n| n == "org.example.Added"),
+            "{kind:?}"
+        );
+        let reply = c.call(call("org.example.Added", "Ping", vec![]));
+        assert_eq!(answer(&reply), Ok("pong".to_owned()), "{kind:?}");
+
+        std::fs::remove_file(&file).expect("removing the service file");
+        c.wait_for(|m| m.is_bus_signal("ActivatableServicesChanged"));
+        assert!(
+            !activatable(&mut c).iter().any(|n| n == "org.example.Added"),
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn a_service_directory_created_after_start_is_watched() {
+    // dbus-daemon 1.14 only watches directories that exist when it reads them.
+    let bus = start(BusKind::Tramd, &[], &[]);
+    let mut c = bus.raw();
+    c.add_match(ACTIVATABLE_CHANGED);
+    let dir = bus.dir().join("services");
+    assert!(!dir.exists());
+    std::fs::create_dir(&dir).expect("creating the services directory");
+    let text = boot::service_file("org.example.Later", "/bin/true");
+    let staged = bus.dir().join("staged");
+    std::fs::write(&staged, text).expect("staging the service file");
+    std::fs::rename(&staged, dir.join("later.service")).expect("moving the service file in");
+    c.wait_for(|m| m.is_bus_signal("ActivatableServicesChanged"));
+    let body = c.bus_ok("ListActivatableNames", vec![]);
+    assert!(
+        matches!(body.first(), Some(Value::Array(_, names))
+            if names.iter().any(|n| n.as_str() == Some("org.example.Later"))),
+        "{body:?}"
+    );
+}
+
+/// The unit the test services name, and what the stand-in for systemd answers.
+const UNIT: &str = "tram-test-unit.service";
+const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+const SYSTEMD: &str = "org.freedesktop.systemd1";
+const ACTIVATOR: &str = "org.freedesktop.systemd1.Activator";
+
+/// Waits for the bus's ActivationRequest on the stand-in for systemd; gives the unit.
+fn activation_request(systemd: &mut RawClient) -> String {
+    let request = systemd.wait_for(|m| m.is_signal(ACTIVATOR, "ActivationRequest"));
+    assert_eq!(
+        request.sender.as_deref(),
+        Some(BUS),
+        "{}",
+        request.describe()
+    );
+    assert_eq!(
+        request.destination.as_deref(),
+        Some(SYSTEMD),
+        "{}",
+        request.describe()
+    );
+    assert_eq!(
+        request.path.as_deref(),
+        Some(BUS_PATH),
+        "{}",
+        request.describe()
+    );
+    request.str_arg(0).unwrap_or_default().to_owned()
+}
+
+fn activation_failure(systemd: &mut RawClient, unit: &str, error: &str, text: &str) {
+    systemd.send(
+        &RawMessage::signal(BUS_PATH, ACTIVATOR, "ActivationFailure")
+            .destination(BUS)
+            .args(vec![Value::str(unit), Value::str(error), Value::str(text)]),
+    );
+}
+
+#[test]
+fn systemd_activation_asks_systemd_and_relays_its_failure() {
+    let service =
+        format!("[D-BUS Service]\nName=org.example.Unit\nExec=/bin/false\nSystemdService={UNIT}\n");
+    for kind in kinds() {
+        let services = [("org.example.Unit.service", service.clone())];
+        let bus = start(kind, &services, &["--systemd-activation"]);
+        let mut systemd = bus.raw();
+        assert_eq!(systemd.request_name(SYSTEMD, 4), 1);
+        let mut caller = bus.raw();
+
+        // A failure systemd reports reaches the caller as systemd worded it.
+        let serial = caller.send(&call("org.example.Unit", "Ping", vec![]));
+        assert_eq!(activation_request(&mut systemd), UNIT, "{kind:?}");
+        let text = format!("Unit {UNIT} not found.");
+        activation_failure(&mut systemd, UNIT, NO_SUCH_UNIT, &text);
+        let reply = caller.wait_reply(serial);
+        assert!(
+            reply.is_error(NO_SUCH_UNIT),
+            "{kind:?}: {}",
+            reply.describe()
+        );
+        assert_eq!(reply.str_arg(0), Some(text.as_str()), "{kind:?}");
+
+        // A unit that starts: the service takes its name, and the waiting call reaches it.
+        let serial = caller.send(&call("org.example.Unit", "Echo", vec![Value::str("hi")]));
+        assert_eq!(activation_request(&mut systemd), UNIT, "{kind:?}");
+        let _service = EchoService::spawn(&bus, Some("org.example.Unit"));
+        let reply = caller.wait_reply(serial);
+        assert_eq!(reply.ok(), [Value::str("hi")], "{kind:?}");
+    }
+}
+
+#[test]
+fn failures_from_anyone_but_systemd_are_ignored() {
+    let service =
+        format!("[D-BUS Service]\nName=org.example.Unit\nExec=/bin/false\nSystemdService={UNIT}\n");
+    for kind in kinds() {
+        let services = [("org.example.Unit.service", service.clone())];
+        let bus = start(kind, &services, &["--systemd-activation"]);
+        let mut systemd = bus.raw();
+        assert_eq!(systemd.request_name(SYSTEMD, 4), 1);
+        let mut impostor = bus.raw();
+        let mut caller = bus.raw();
+        let serial = caller.send(&call("org.example.Unit", "Ping", vec![]));
+        assert_eq!(activation_request(&mut systemd), UNIT);
+        activation_failure(&mut impostor, UNIT, NO_SUCH_UNIT, "forged");
+        // A round trip through the impostor's connection: its signal has been handled.
+        impostor.bus_ok("GetId", vec![]);
+        activation_failure(&mut systemd, UNIT, NO_SUCH_UNIT, "real");
+        let reply = caller.wait_reply(serial);
+        assert_eq!(
+            reply.str_arg(0),
+            Some("real"),
+            "{kind:?}: {}",
+            reply.describe()
+        );
+    }
+}
+
+#[test]
+fn a_service_with_a_user_runs_as_that_user() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: starting a service as another user needs root");
+        return;
+    }
+    // A system bus as the stock system.conf sets one up: services run as their User=, which
+    // dbus-daemon delegates to its setuid helper and tramd does itself. Only tramd can be
+    // pointed at a test directory, so this runs on tramd alone.
+    let config = busconfig(
+        "<type>system</type>\n<listen>unix:path=@DIR@/bus</listen>\n<auth>EXTERNAL</auth>\n\
+         <servicehelper>/usr/lib/dbus-1.0/dbus-daemon-launch-helper</servicehelper>\n\
+         <servicedir>@DIR@/services</servicedir>\n\
+         <policy context=\"default\">\n<allow user=\"*\"/>\n<allow own=\"*\"/>\n\
+         <allow send_destination=\"*\" eavesdrop=\"true\"/>\n<allow eavesdrop=\"true\"/>\n</policy>",
+    );
+    let serve = boot::serve_exec("@DIR@", "org.example.AsNobody");
+    let bus = Launch::new(BusKind::Tramd)
+        .config(&config)
+        .file(SERVICE_SCRIPT, SERVICE_PY)
+        .file(
+            "services/org.example.AsNobody.service",
+            &format!(
+                "{}User=nobody\n",
+                boot::service_file("org.example.AsNobody", &serve)
+            ),
+        )
+        // On the system bus only NAME.service provides NAME.
+        .file(
+            "services/misnamed.service",
+            &format!(
+                "{}User=nobody\n",
+                boot::service_file("org.example.Misnamed", &serve)
+            ),
+        )
+        .start();
+    let mut c = bus.raw();
+    let mut ask = |member: &str, args: Vec<Value>| {
+        let reply = c.call(call("org.example.AsNobody", member, args));
+        answer(&reply).unwrap_or_else(|e| panic!("{member}: {e}; bus stderr:\n{}", bus.stderr()))
+    };
+    assert_eq!(ask("Uid", vec![]), "65534");
+    // A clean environment, as dbus-daemon's helper gives: no PATH, the bus's address.
+    assert_eq!(ask("Env", vec![Value::str("PATH")]), "");
+    assert_eq!(
+        ask("Env", vec![Value::str("DBUS_STARTER_BUS_TYPE")]),
+        "system"
+    );
+    assert_eq!(
+        ask("Env", vec![Value::str("DBUS_SYSTEM_BUS_ADDRESS")]),
+        bus.address()
+    );
+    let uid = c.bus_ok(
+        "GetConnectionUnixUser",
+        vec![Value::str("org.example.AsNobody")],
+    );
+    assert_eq!(uid, [Value::U32(daemon::NOBODY.0)]);
+    let body = c.bus_ok("ListActivatableNames", vec![]);
+    let Some(Value::Array(_, names)) = body.first() else {
+        panic!("ListActivatableNames answered {body:?}");
+    };
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.as_str() == Some("org.example.Misnamed")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn systemd_activation_waits_for_systemd_to_connect() {
+    let service =
+        format!("[D-BUS Service]\nName=org.example.Unit\nExec=/bin/false\nSystemdService={UNIT}\n");
+    for kind in kinds() {
+        let services = [("org.example.Unit.service", service.clone())];
+        let bus = start(kind, &services, &["--systemd-activation"]);
+        let mut caller = bus.raw();
+        let serial = caller.send(&call("org.example.Unit", "Ping", vec![]));
+        caller.bus_ok("GetId", vec![]);
+        let mut systemd = bus.raw();
+        assert_eq!(systemd.request_name(SYSTEMD, 4), 1);
+        assert_eq!(activation_request(&mut systemd), UNIT, "{kind:?}");
+        activation_failure(&mut systemd, UNIT, NO_SUCH_UNIT, "not found");
+        let reply = caller.wait_reply(serial);
+        assert!(
+            reply.is_error(NO_SUCH_UNIT),
+            "{kind:?}: {}",
+            reply.describe()
+        );
+    }
+}
