@@ -4,7 +4,8 @@
 //! with `run-session` a program with a bus of its own ([`run_session`]).
 //! Exit status 0 on a clean stop (SIGTERM, SIGINT) and for `--help`, `--version` and
 //! `--introspect`; 1 for a bad command line or any failure to start. The parent of `--fork`
-//! exits 0 once the daemon is ready, 1 if it failed first.
+//! exits 0 once the daemon is ready, 1 if it failed first. `run-session` exits with
+//! dbus-run-session's statuses (the program's, or 127 for its own errors).
 //!
 //! The sockets systemd passes (`LISTEN_FDS`) are taken before anything else runs, so that no
 //! descriptor opened on the way can be mistaken for one of them.
