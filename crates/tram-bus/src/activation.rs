@@ -199,8 +199,12 @@ impl Bus {
             .filter(|(_, p)| p.deadline <= now)
             .map(|(n, _)| n.clone())
             .collect();
+        let timeout = self.config.limits.service_start_timeout.as_millis();
         for name in late {
-            let text = format!("Activation of {name} timed out");
+            let text = format!(
+                "Failed to activate service '{name}': timed out \
+                 (service_start_timeout={timeout}ms)"
+            );
             self.activation_failed(&name, error::TIMED_OUT, &text);
         }
     }
