@@ -11,15 +11,15 @@
 //! program (the bus, or a wrapper such as `systemd-socket-activate`) with its output collected,
 //! killed on drop.
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::raw::DEADLINE;
+use super::{Piped, lock, spawn_piped};
 
 /// The service script; see the module documentation. Calls it answers with one string:
 /// `Env(s key)` → that variable of its environment (empty when unset), `Uid()` → its uid,
@@ -298,33 +298,11 @@ impl Spawned {
     /// # Panics
     /// It cannot be started.
     pub fn start(mut command: Command) -> Spawned {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = err.read(&mut buf) {
-                    lock(&sink).extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { return };
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        let Piped {
+            child,
+            lines,
+            stderr,
+        } = spawn_piped(&mut command);
         Spawned {
             child,
             lines,
@@ -373,8 +351,4 @@ impl Drop for Spawned {
             let _ = self.child.wait();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -11,7 +11,7 @@
 //! connecting thread alone takes that uid and gid for the `connect(2)` (the kernel records the
 //! peer credentials then), so the test process itself stays root.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::raw::{DEADLINE, RawClient, RawMessage, Recv};
-use super::{BusKind, ToolOutput, run_tool};
+use super::{BusKind, Piped, ToolOutput, lock, run_tool, spawn_piped};
 
 /// The uid and gid of `nobody`.
 pub const NOBODY: (u32, u32) = (65534, 65534);
@@ -224,33 +224,11 @@ pub struct Daemon {
 
 impl Daemon {
     fn spawn(kind: BusKind, dir: WorkDir, mut command: Command) -> Daemon {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = err.read(&mut buf) {
-                    lock(&sink).extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { return };
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        let Piped {
+            child,
+            lines,
+            stderr,
+        } = spawn_piped(&mut command);
         Daemon {
             kind,
             pid: child.id(),
@@ -653,10 +631,6 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
 
 fn kill(pid: u32) {
     signal(pid, rustix::process::Signal::KILL);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A service on its own thread answering `Echo` (any path and interface) with its arguments and

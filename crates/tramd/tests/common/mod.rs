@@ -166,34 +166,15 @@ impl TestBus {
             }
             None => command.arg("--session"),
         };
-        let mut child = command
+        command
             .arg("--nofork")
             .arg("--print-address=1")
-            .arg(format!("--address=unix:path={}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", kind.program()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = err.read(&mut buf) {
-                    lock(&sink).extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                let mut lines = BufReader::new(out).lines();
-                let _ = tx.send(lines.next());
-                // Keep draining so the bus never blocks on a full pipe.
-                for _ in lines {}
-            });
-        }
+            .arg(format!("--address=unix:path={}", socket.display()));
+        let Piped {
+            child,
+            lines,
+            stderr,
+        } = spawn_piped(&mut command);
         let mut bus = TestBus {
             kind,
             child,
@@ -202,8 +183,8 @@ impl TestBus {
             address: String::new(),
             stderr,
         };
-        match rx.recv_timeout(DEADLINE) {
-            Ok(Some(Ok(line))) => bus.address = line.trim().to_owned(),
+        match lines.recv_timeout(DEADLINE) {
+            Ok(line) => bus.address = line.trim().to_owned(),
             other => panic!(
                 "{:?} printed no address ({other:?}); exit: {:?}; stderr:\n{}",
                 kind,
@@ -450,6 +431,57 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, through a poisoning panic of another test thread.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A child process whose output the test reads: standard output line by line, standard error
+/// collected whole (for failure messages).
+pub struct Piped {
+    /// The process.
+    pub child: Child,
+    /// Its standard output, a line at a time.
+    pub lines: mpsc::Receiver<String>,
+    /// Everything it wrote to standard error so far.
+    pub stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Starts `command` with standard input from `/dev/null` and both outputs read by threads.
+/// Output is drained even when nobody reads `lines` any more, so the child never blocks on a
+/// full pipe.
+///
+/// # Panics
+/// It cannot be started.
+pub fn spawn_piped(command: &mut Command) -> Piped {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut err) = child.stderr.take() {
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                lock(&sink).extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let (tx, lines) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+    }
+    Piped {
+        child,
+        lines,
+        stderr,
+    }
 }
