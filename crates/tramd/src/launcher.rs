@@ -286,7 +286,7 @@ impl Launcher {
         Ok(Some(Identity {
             uid: entry.uid,
             gid: entry.gid,
-            groups: supplementary_groups(&group_text, login, entry.gid),
+            groups: crate::process::supplementary_groups(&group_text, login, entry.gid),
         }))
     }
 }
@@ -490,26 +490,6 @@ fn child_env(
         }
     }
     env
-}
-
-/// The groups `user` is a member of in `group(5)` text, after its primary group `gid`.
-fn supplementary_groups(group_text: &str, user: &str, gid: u32) -> Vec<libc::gid_t> {
-    let mut groups = vec![gid];
-    for line in group_text.lines() {
-        let mut fields = line.split(':');
-        let (Some(_name), Some(_password), Some(id), Some(members)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let Ok(id) = id.trim().parse::<u32>() else {
-            continue;
-        };
-        if members.trim().split(',').any(|m| m == user) && !groups.contains(&id) {
-            groups.push(id);
-        }
-    }
-    groups
 }
 
 /// The login name whose groups `user` gets: `user` itself when `passwd(5)` has an account of
@@ -913,9 +893,10 @@ mod tests {
     fn group_membership() {
         let text = "root:x:0:\nwheel:x:10:alice,bob\nbad\naudio:x:29:bob\nnope:x:zz:bob\n\
                     dup:x:10:bob\n";
-        assert_eq!(supplementary_groups(text, "bob", 100), [100, 10, 29]);
-        assert_eq!(supplementary_groups(text, "alice", 10), [10]);
-        assert_eq!(supplementary_groups(text, "carol", 7), [7]);
+        let groups = crate::process::supplementary_groups;
+        assert_eq!(groups(text, "bob", 100), [100, 10, 29]);
+        assert_eq!(groups(text, "alice", 10), [10]);
+        assert_eq!(groups(text, "carol", 7), [7]);
         let passwd = "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n\
                       robert:x:1000:1000::/home/bob:/bin/sh\n";
         assert_eq!(login_name(passwd, "robert", 1000), "robert");

@@ -204,10 +204,10 @@ pub(crate) fn supplementary_groups(group: &str, user: &str, primary: u32) -> Vec
         let (Some(gid), Some(members)) = (fields.get(2), fields.get(3)) else {
             continue;
         };
-        let Ok(gid) = gid.parse::<u32>() else {
+        let Ok(gid) = gid.trim().parse::<u32>() else {
             continue;
         };
-        if members.split(',').any(|m| m == user) && !groups.contains(&gid) {
+        if members.trim().split(',').any(|m| m == user) && !groups.contains(&gid) {
             groups.push(gid);
         }
     }
