@@ -19,6 +19,7 @@
 //! queued for every receiver.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ use crate::match_rule::{MatchIndex, MatchRule, NameOwners};
 use crate::names::{NameRegistry, OwnerChange};
 use crate::peer::{Credentials, PeerId, TxQueue};
 use crate::policy::{ConnectionPolicy, Policy};
-use crate::replies::Replies;
+use crate::replies::{Departure, Replies};
+use crate::users::{Object, Users};
 
 /// The driver's well-known name.
 pub(crate) const DRIVER_NAME: &str = "org.freedesktop.DBus";
@@ -110,6 +112,10 @@ pub struct Limits {
     pub service_start_timeout: Duration,
     /// How many services may be starting at once.
     pub max_pending_service_starts: u64,
+    /// Authenticated connections the bus serves. With the per-connection limits it sizes the
+    /// bus-wide pools of names, match rules and pending replies that users share fairly
+    /// (`docs/ACCOUNTING.md`).
+    pub max_completed_connections: u64,
 }
 
 impl Default for Limits {
@@ -126,6 +132,7 @@ impl Default for Limits {
             reply_timeout: None,
             service_start_timeout: Duration::from_secs(25),
             max_pending_service_starts: 512,
+            max_completed_connections: 2048,
         }
     }
 }
@@ -146,6 +153,7 @@ impl Limits {
             reply_timeout: None,
             service_start_timeout: Duration::from_secs(120),
             max_pending_service_starts: 10_000,
+            max_completed_connections: 100_000,
         }
     }
 }
@@ -188,6 +196,8 @@ pub struct Bus {
     /// What UpdateActivationEnvironment set, for the services the bus will start.
     pub(crate) activation_env: BTreeMap<String, String>,
     replies: Replies,
+    /// What each user holds, across its connections.
+    pub(crate) users: Users,
     /// The rules of monitor connections (BecomeMonitor), all eavesdropping.
     monitors: MatchIndex,
     /// Services the bus can start, and names being started.
@@ -210,7 +220,7 @@ pub struct Bus {
 pub(crate) struct Peers {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_unique: HashMap<u64, PeerId>,
+    by_unique: HashMap<u64, PeerId, BuildHasherDefault<SerialHasher>>,
     next_unique: u64,
 }
 
@@ -227,6 +237,8 @@ pub(crate) struct Peer {
     pub(crate) unique: Option<Box<str>>,
     unique_id: u64,
     pub(crate) creds: Credentials,
+    /// The index of the peer's user in [`Bus::users`].
+    pub(crate) user: u32,
     pub(crate) unix_fds: bool,
     tx: TxQueue,
     dirty: bool,
@@ -274,6 +286,7 @@ impl Bus {
             matches: MatchIndex::default(),
             activation_env: BTreeMap::new(),
             replies: Replies::default(),
+            users: Users::default(),
             monitors: MatchIndex::default(),
             activations: Activations::default(),
             now: Instant::now(),
@@ -290,8 +303,10 @@ impl Bus {
     pub fn connect(&mut self, now: Instant, creds: Credentials, unix_fds: bool) -> PeerId {
         self.now = now;
         let policy = self.connection_policy(&creds);
+        let user = self.users.attach(creds.uid);
         self.peers.insert(Peer {
             policy,
+            user,
             monitor: false,
             stats: PeerStats::default(),
             unique: None,
@@ -388,6 +403,7 @@ impl Bus {
         self.now = now;
         self.expire_activations(now);
         for (caller, serial) in self.replies.expire(now) {
+            self.release(caller, Object::Reply, 1);
             self.no_reply(
                 caller,
                 serial,
@@ -612,7 +628,9 @@ impl Bus {
             return;
         }
         if is_reply {
-            self.replies.take(to, reply_serial, from);
+            if self.replies.take(to, reply_serial, from) {
+                self.release(to, Object::Reply, 1);
+            }
         } else if msg.expects_reply() {
             let limit = self.config.limits.max_replies_per_connection;
             if u64::from(self.replies.count_for(from)) >= limit {
@@ -625,8 +643,14 @@ impl Bus {
                 self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
                 return;
             }
+            if let Err(text) = self.may_take(from, Object::Reply) {
+                self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
+                return;
+            }
             let deadline = self.config.limits.reply_timeout.map(|t| now + t);
-            self.replies.expect(from, msg.serial(), to, deadline);
+            if self.replies.expect(from, msg.serial(), to, deadline) {
+                self.charge(from, Object::Reply, 1);
+            }
         }
         self.push(to, out.clone(), account);
         self.eavesdrop(Some(from), &msg, Some(to), &out);
@@ -857,6 +881,7 @@ impl Bus {
         };
         let names = std::mem::take(&mut peer.names);
         let unique = peer.unique.clone().unwrap_or_default();
+        self.release(id, Object::Name, names.len() as u64);
         // As dbus-daemon: the unique name goes first, then the others in the order acquired.
         self.driver_signal_to(id, "NameLost", &unique);
         self.name_owner_changed(&unique, &unique, "");
@@ -866,10 +891,9 @@ impl Bus {
                 self.announce(&change);
             }
         }
-        for (caller, serial) in self.replies.remove_peer(id) {
-            let text = "Message recipient disconnected from message bus without replying";
-            self.no_reply(caller, serial, text);
-        }
+        let departure = self.replies.remove_peer(id);
+        self.settle_replies(id, departure);
+        self.release(id, Object::MatchRule, self.matches.count(id) as u64);
         self.matches.remove_peer(id);
         self.peers.unregister(id);
         if let Some(peer) = self.peers.get_mut(id) {
@@ -977,6 +1001,8 @@ impl Bus {
         let names = std::mem::take(&mut peer.names);
         // A monitor gave up its unique name when it became one.
         let unique = peer.unique.clone().filter(|_| !peer.monitor);
+        self.release(id, Object::Name, names.len() as u64);
+        self.release(id, Object::MatchRule, self.matches.count(id) as u64);
         self.matches.remove_peer(id);
         self.monitors.remove_peer(id);
         for name in names.iter().rev() {
@@ -990,12 +1016,84 @@ impl Bus {
             self.driver_signal_to(id, "NameLost", unique);
             self.name_owner_changed(unique, unique, "");
         }
-        for (caller, serial) in self.replies.remove_peer(id) {
-            let text = "Message recipient disconnected from message bus without replying";
-            self.no_reply(caller, serial, text);
+        let departure = self.replies.remove_peer(id);
+        self.settle_replies(id, departure);
+        if let Some(peer) = self.peers.get(id) {
+            let user = peer.user;
+            self.users.detach(user);
         }
         self.peers.remove(id);
         true
+    }
+
+    /// Releases what a departing peer held in the reply table and answers the callers it owed
+    /// with NoReply.
+    fn settle_replies(&mut self, id: PeerId, departure: Departure) {
+        self.release(id, Object::Reply, u64::from(departure.waiting));
+        for (caller, serial) in departure.owed {
+            self.release(caller, Object::Reply, 1);
+            let text = "Message recipient disconnected from message bus without replying";
+            self.no_reply(caller, serial, text);
+        }
+    }
+
+    // --- per-user accounting -------------------------------------------------------------------
+
+    /// Whether `id`'s user may take one more `object`: its fair share of the bus-wide pool
+    /// (see `users.rs`). `Err` is the LimitsExceeded text.
+    pub(crate) fn may_take(&self, id: PeerId, object: Object) -> Result<(), String> {
+        let Some(peer) = self.peers.get(id) else {
+            return Ok(());
+        };
+        let l = &self.config.limits;
+        let (per_connection, what, limit_name) = match object {
+            Object::Name => (
+                l.max_names_per_connection,
+                "names",
+                "max_names_per_connection",
+            ),
+            Object::MatchRule => (
+                l.max_match_rules_per_connection,
+                "match rules",
+                "max_match_rules_per_connection",
+            ),
+            Object::Reply => (
+                l.max_replies_per_connection,
+                "pending replies",
+                "max_replies_per_connection",
+            ),
+        };
+        let pool = per_connection.saturating_mul(l.max_completed_connections);
+        if self.users.may_take(peer.user, object, pool) {
+            return Ok(());
+        }
+        let held = self.users.usage(peer.user).get(object);
+        Err(format!(
+            "User {} holds {held} {what} across its connections, its fair share of the bus's \
+             {pool} ({limit_name} × max_completed_connections): other users need the rest",
+            peer.creds.uid
+        ))
+    }
+
+    /// Calls waiting for a reply, bus-wide.
+    pub(crate) fn replies_pending(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Charges `n` `object`s to `id`'s user.
+    pub(crate) fn charge(&mut self, id: PeerId, object: Object, n: u64) {
+        if let Some(peer) = self.peers.get(id) {
+            self.users.charge(peer.user, object, n);
+        }
+    }
+
+    /// Gives back `n` `object`s of `id`'s user.
+    pub(crate) fn release(&mut self, id: PeerId, object: Object, n: u64) {
+        if n > 0 {
+            if let Some(peer) = self.peers.get(id) {
+                self.users.release(peer.user, object, n);
+            }
+        }
     }
 }
 
@@ -1015,6 +1113,25 @@ fn type_name(t: MessageType) -> &'static str {
         MessageType::Error => "error",
         MessageType::Signal => "signal",
         MessageType::Unknown(_) => "unknown",
+    }
+}
+
+/// Hashes the bus's own sequential unique-name numbers: a multiplication spreads consecutive
+/// numbers over the table, and no client chooses them.
+#[derive(Default)]
+struct SerialHasher(u64);
+
+impl Hasher for SerialHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

@@ -21,6 +21,7 @@ use crate::match_rule::MatchRule;
 use crate::names::{ReleaseReply, RequestReply};
 use crate::peer::PeerId;
 use crate::policy::own_denied_text;
+use crate::users::Object;
 
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
@@ -314,7 +315,10 @@ impl Bus {
                     );
                     return Err((error::LIMITS_EXCEEDED, text));
                 }
+                self.may_take(from, Object::MatchRule)
+                    .map_err(|text| (error::LIMITS_EXCEEDED, text))?;
                 self.matches.add(from, rule);
+                self.charge(from, Object::MatchRule, 1);
                 self.note_peaks(from);
                 empty
             }
@@ -325,6 +329,7 @@ impl Bus {
                     let text = "The given match rule wasn't found and can't be removed";
                     return Err((error::MATCH_RULE_NOT_FOUND, text.into()));
                 }
+                self.release(from, Object::MatchRule, 1);
                 empty
             }
             (DRIVER_INTERFACE, "GetNameOwner") => {
@@ -506,6 +511,28 @@ impl Bus {
                                 for (key, v) in counts {
                                     entry(w, key, "u", |w| w.u32(v));
                                 }
+                                entry(w, "PendingReplies", "u", |w| {
+                                    w.u32(self.replies_pending() as u32);
+                                });
+                                // What each user holds across its connections:
+                                // (uid, connections, names, match rules, pending replies).
+                                entry(w, "Users", "a(uuuuu)", |w| {
+                                    w.array("(uuuuu)", |w| {
+                                        for (uid, u) in self.users.all() {
+                                            w.structure(|w| {
+                                                w.u32(uid);
+                                                for n in [
+                                                    u.connections,
+                                                    u.names,
+                                                    u.match_rules,
+                                                    u.replies,
+                                                ] {
+                                                    w.u32(u32::try_from(n).unwrap_or(u32::MAX));
+                                                }
+                                            });
+                                        }
+                                    });
+                                });
                             })
                         })
                         .into(),
@@ -628,6 +655,10 @@ impl Bus {
             );
             return Err((error::LIMITS_EXCEEDED, text));
         }
+        if !peer.names.iter().any(|n| &**n == name) {
+            self.may_take(from, Object::Name)
+                .map_err(|text| (error::LIMITS_EXCEEDED, text))?;
+        }
         let (result, change) = self.names.request(name, from, flags);
         self.sync_membership(from, name);
         self.note_peaks(from);
@@ -675,9 +706,13 @@ impl Bus {
         };
         let position = p.names.iter().position(|n| &**n == name);
         match (queued, position) {
-            (true, None) => p.names.push(name.into()),
+            (true, None) => {
+                p.names.push(name.into());
+                self.charge(peer, Object::Name, 1);
+            }
             (false, Some(i)) => {
                 p.names.remove(i);
+                self.release(peer, Object::Name, 1);
             }
             _ => {}
         }

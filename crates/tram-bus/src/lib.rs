@@ -28,6 +28,7 @@ mod names;
 mod peer;
 pub mod policy;
 mod replies;
+mod users;
 
 pub use activation::{ActivationRequest, Service};
 pub use bus::{Action, Bus, BusConfig, Limits, ReloadToken};

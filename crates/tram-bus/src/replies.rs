@@ -8,19 +8,29 @@
 //! the caller gets NoReply and a late reply is refused.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 use crate::PeerId;
 
 /// The open reply slots.
+///
+/// Slots are kept per caller, in a table indexed by the caller's slab index, and within it by
+/// serial in a B-tree: no hashing on the path of every call and reply, and no serials a caller
+/// could choose to make lookups slow.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
-    slots: HashMap<(PeerId, u32), Slot>,
-    /// Open slots per caller, for `max_replies_per_connection`.
-    per_caller: HashMap<PeerId, u32>,
+    callers: Vec<Caller>,
+    open: usize,
     /// Deadlines, earliest first; entries whose slot has closed are skipped when met.
     deadlines: BinaryHeap<Reverse<(Instant, PeerId, u32)>>,
+}
+
+/// One caller's open calls.
+#[derive(Debug, Default)]
+struct Caller {
+    generation: u32,
+    slots: BTreeMap<u32, Slot>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -29,28 +39,39 @@ struct Slot {
     deadline: Option<Instant>,
 }
 
+/// What a departing peer leaves behind in the reply table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Departure {
+    /// The calls it owed answers to, as `(caller, serial)`, oldest caller first.
+    pub(crate) owed: Vec<(PeerId, u32)>,
+    /// How many of its own calls were still waiting.
+    pub(crate) waiting: u32,
+}
+
 impl Replies {
-    /// `caller`'s call `serial` to `callee` expects a reply, until `deadline` if any.
+    /// `caller`'s call `serial` to `callee` expects a reply, until `deadline` if any. Returns
+    /// false if the call replaced an open slot with the same serial (nothing new to count).
     pub(crate) fn expect(
         &mut self,
         caller: PeerId,
         serial: u32,
         callee: PeerId,
         deadline: Option<Instant>,
-    ) {
+    ) -> bool {
         let slot = Slot { callee, deadline };
-        if self.slots.insert((caller, serial), slot).is_none() {
-            *self.per_caller.entry(caller).or_default() += 1;
+        let new = self.caller_mut(caller).slots.insert(serial, slot).is_none();
+        if new {
+            self.open += 1;
         }
         if let Some(at) = deadline {
             self.deadlines.push(Reverse((at, caller, serial)));
         }
+        new
     }
 
     /// Whether `callee` owes `caller` an answer to call `serial`.
     pub(crate) fn is_owed(&self, caller: PeerId, serial: u32, callee: PeerId) -> bool {
-        self.slots
-            .get(&(caller, serial))
+        self.slot(caller, serial)
             .is_some_and(|s| s.callee == callee)
     }
 
@@ -65,7 +86,12 @@ impl Replies {
 
     /// How many replies `caller` waits for.
     pub(crate) fn count_for(&self, caller: PeerId) -> u32 {
-        self.per_caller.get(&caller).copied().unwrap_or(0)
+        self.caller(caller).map_or(0, |c| c.slots.len() as u32)
+    }
+
+    /// How many replies are awaited in all.
+    pub(crate) fn len(&self) -> usize {
+        self.open
     }
 
     /// The earliest deadline still pending (possibly of a slot closed since: a harmless early
@@ -83,8 +109,7 @@ impl Replies {
             }
             self.deadlines.pop();
             let still_open = self
-                .slots
-                .get(&(caller, serial))
+                .slot(caller, serial)
                 .is_some_and(|s| s.deadline == Some(at));
             if still_open {
                 self.close(caller, serial);
@@ -94,37 +119,71 @@ impl Replies {
         expired
     }
 
-    /// `peer` is gone: forgets the calls it made, and returns the calls it owed answers to, as
-    /// `(caller, serial)`, oldest caller first.
-    pub(crate) fn remove_peer(&mut self, peer: PeerId) -> Vec<(PeerId, u32)> {
-        let mut owed = Vec::new();
-        self.slots.retain(|&(caller, serial), slot| {
-            if slot.callee == peer && caller != peer {
-                owed.push((caller, serial));
-            }
-            caller != peer && slot.callee != peer
-        });
-        self.per_caller.remove(&peer);
-        for (caller, _) in &owed {
-            self.decrement(*caller);
+    /// `peer` is gone: forgets the calls it made, and returns the calls it owed answers to.
+    pub(crate) fn remove_peer(&mut self, peer: PeerId) -> Departure {
+        let mut departure = Departure::default();
+        if let Some(own) = self.caller_mut_existing(peer) {
+            departure.waiting = own.slots.len() as u32;
+            own.slots.clear();
+            self.open -= departure.waiting as usize;
         }
-        owed.sort_unstable();
-        owed
+        for (index, caller) in self.callers.iter_mut().enumerate() {
+            let id = PeerId {
+                index: index as u32,
+                generation: caller.generation,
+            };
+            let before = caller.slots.len();
+            caller.slots.retain(|&serial, slot| {
+                let owed = slot.callee == peer;
+                if owed {
+                    departure.owed.push((id, serial));
+                }
+                !owed
+            });
+            self.open -= before - caller.slots.len();
+        }
+        departure.owed.sort_unstable();
+        departure
     }
 
     fn close(&mut self, caller: PeerId, serial: u32) {
-        if self.slots.remove(&(caller, serial)).is_some() {
-            self.decrement(caller);
+        if let Some(c) = self.caller_mut_existing(caller) {
+            if c.slots.remove(&serial).is_some() {
+                self.open -= 1;
+            }
         }
     }
 
-    fn decrement(&mut self, caller: PeerId) {
-        if let Some(n) = self.per_caller.get_mut(&caller) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_caller.remove(&caller);
-            }
+    fn slot(&self, caller: PeerId, serial: u32) -> Option<&Slot> {
+        self.caller(caller)?.slots.get(&serial)
+    }
+
+    fn caller(&self, id: PeerId) -> Option<&Caller> {
+        self.callers
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn caller_mut_existing(&mut self, id: PeerId) -> Option<&mut Caller> {
+        self.callers
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// `id`'s table, taking over the slab slot from an earlier peer if need be (whose calls
+    /// were all removed when it left).
+    fn caller_mut(&mut self, id: PeerId) -> &mut Caller {
+        let index = id.index as usize;
+        if self.callers.len() <= index {
+            self.callers.resize_with(index + 1, Caller::default);
         }
+        let caller = &mut self.callers[index];
+        if caller.generation != id.generation {
+            self.open -= caller.slots.len();
+            caller.slots.clear();
+            caller.generation = id.generation;
+        }
+        caller
     }
 }
 
@@ -159,7 +218,10 @@ mod tests {
         r.expect(peer(3), 5, peer(2), None);
         r.expect(peer(2), 9, peer(1), None);
         assert_eq!(r.count_for(peer(2)), 1);
-        assert_eq!(r.remove_peer(peer(2)), [(peer(1), 1), (peer(3), 5)]);
+        let departure = r.remove_peer(peer(2));
+        assert_eq!(departure.owed, [(peer(1), 1), (peer(3), 5)]);
+        assert_eq!(departure.waiting, 1);
+        assert_eq!(r.len(), 0);
         assert_eq!(r.count_for(peer(2)), 0);
         assert_eq!(r.count_for(peer(1)), 0);
         assert_eq!(r.count_for(peer(3)), 0);

@@ -393,3 +393,204 @@ fn one_user_cannot_take_a_slow_receivers_whole_queue() {
         "another user's call is queued, not refused"
     );
 }
+
+/// Counts how many of `attempts` succeed, stopping at the first LimitsExceeded; returns the
+/// count and that error's text.
+fn until_refused(
+    h: &mut Harness,
+    attempts: impl IntoIterator<Item = (tram_bus::PeerId, MessageBuilderFn)>,
+) -> (usize, Option<String>) {
+    let mut ok = 0;
+    for (peer, build) in attempts {
+        let s = h.send(peer, build());
+        let replies = h.take(peer);
+        let refusal = replies
+            .iter()
+            .find(|m| m.reply_serial() == Some(s) && m.message_type() == MessageType::Error);
+        if let Some(m) = refusal {
+            assert_eq!(error_of(m), "org.freedesktop.DBus.Error.LimitsExceeded");
+            let text = BodyReader::new(m).read_str().unwrap().to_owned();
+            return (ok, Some(text));
+        }
+        ok += 1;
+    }
+    (ok, None)
+}
+
+type MessageBuilderFn = Box<dyn Fn() -> tram_wire::MessageBuilder>;
+
+fn request_builder(name: String) -> MessageBuilderFn {
+    Box::new(move || {
+        let name = name.clone();
+        call(DRIVER, DRIVER_PATH, Some(DRIVER), "RequestName").body("su", move |w| {
+            w.string(&name);
+            w.u32(0);
+        })
+    })
+}
+
+/// GetStats' `Users` entry: (uid, connections, names, match rules, pending replies).
+fn user_stats(h: &mut Harness, asker: tram_bus::PeerId) -> Vec<(u32, [u32; 4])> {
+    let s = h.send(
+        asker,
+        call(
+            DRIVER,
+            DRIVER_PATH,
+            Some("org.freedesktop.DBus.Debug.Stats"),
+            "GetStats",
+        ),
+    );
+    let reply = h.reply_to(asker, s);
+    describe_users(&reply)
+}
+
+/// Reads the `Users` variant (`a(uuuuu)`) out of a little-endian GetStats reply.
+fn describe_users(reply: &tram_wire::Message) -> Vec<(u32, [u32; 4])> {
+    let body = reply.body();
+    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap());
+    let align = |at: usize, n: usize| at.div_ceil(n) * n;
+    let key = b"Users\x00\x08a(uuuuu)\x00";
+    let Some(found) = body.windows(key.len()).position(|w| w == key) else {
+        panic!("GetStats has no Users entry");
+    };
+    let len_at = align(found + key.len(), 4);
+    let len = u32_at(len_at) as usize;
+    let mut at = align(len_at + 4, 8);
+    let end = at + len;
+    let mut users = Vec::new();
+    while at < end {
+        at = align(at, 8);
+        let mut n = [0; 4];
+        for (i, x) in n.iter_mut().enumerate() {
+            *x = u32_at(at + 4 * (i + 1));
+        }
+        users.push((u32_at(at), n));
+        at += 20;
+    }
+    users
+}
+
+#[test]
+fn a_user_gets_a_fair_share_of_names_across_its_connections() {
+    // Pool: 10 names per connection × 2 connections = 20 names bus-wide.
+    let limits = Limits {
+        max_names_per_connection: 10,
+        max_completed_connections: 2,
+        ..Limits::session()
+    };
+    let mut h = Harness::with(Policy::session(), limits);
+    let (a1, _) = h.client_as(2000);
+    let (a2, _) = h.client_as(2000);
+    let (b, _) = h.client_as(3000);
+    // The first connection stops at its own limit (the unique name counts: 9 well-known).
+    let (ok, text) = until_refused(
+        &mut h,
+        (0..20).map(|i| (a1, request_builder(format!("org.example.A{i}")))),
+    );
+    assert_eq!(ok, 9, "{text:?}");
+    assert!(text.unwrap().contains("max_names_per_connection=10"));
+    // The second connection of the same user stops at the user's fair share: 10 in all.
+    let (ok, text) = until_refused(
+        &mut h,
+        (0..20).map(|i| (a2, request_builder(format!("org.example.B{i}")))),
+    );
+    assert_eq!(ok, 1);
+    let text = text.unwrap();
+    assert!(text.contains("User 2000 holds 10 names"), "{text}");
+    assert!(text.contains("fair share"), "{text}");
+    // Another user keeps room of its own: half of what is left.
+    let (ok, _) = until_refused(
+        &mut h,
+        (0..20).map(|i| (b, request_builder(format!("org.example.C{i}")))),
+    );
+    assert_eq!(ok, 5);
+    let stats = user_stats(&mut h, b);
+    assert_eq!(stats, [(2000, [2, 10, 0, 0]), (3000, [1, 5, 0, 0])]);
+    // What a user gives back, others may take.
+    h.disconnect(a1);
+    h.drain();
+    let (ok, _) = until_refused(
+        &mut h,
+        (5..20).map(|i| (b, request_builder(format!("org.example.C{i}")))),
+    );
+    assert_eq!(
+        ok, 4,
+        "b's own per-connection limit (9 well-known names) now binds"
+    );
+    let stats = user_stats(&mut h, b);
+    assert_eq!(stats, [(2000, [1, 1, 0, 0]), (3000, [1, 9, 0, 0])]);
+}
+
+#[test]
+fn a_user_gets_a_fair_share_of_pending_replies_and_match_rules() {
+    // Pools: 4 replies and 6 rules per connection × 2 connections.
+    let limits = Limits {
+        max_replies_per_connection: 4,
+        max_match_rules_per_connection: 6,
+        max_completed_connections: 2,
+        ..Limits::session()
+    };
+    let mut h = Harness::with(Policy::session(), limits);
+    let (a1, _) = h.client_as(2000);
+    let (a2, _) = h.client_as(2000);
+    let (b, _) = h.client_as(3000);
+    let (callee, callee_name) = h.client_as(4000);
+    let calling = |from| {
+        let dest = callee_name.clone();
+        (
+            from,
+            Box::new(move || call(&dest, "/", None, "Slow")) as MessageBuilderFn,
+        )
+    };
+    // Replies: a1 holds its 4, a2 none, yet the user's fair share of 8 is 4.
+    let (ok, _) = until_refused(&mut h, (0..10).map(|_| calling(a1)));
+    assert_eq!(ok, 4);
+    let (ok, text) = until_refused(&mut h, (0..10).map(|_| calling(a2)));
+    assert_eq!(ok, 0);
+    assert!(text.unwrap().contains("User 2000 holds 4 pending replies"));
+    let (ok, _) = until_refused(&mut h, (0..10).map(|_| calling(b)));
+    assert_eq!(ok, 2);
+    // The callee answers a1's calls: user 2000 holds nothing, and may call again up to its
+    // share of what b left.
+    let a1_name = h.bus.unique_name(a1).unwrap().to_owned();
+    for m in h.take(callee) {
+        if m.sender() == Some(a1_name.as_str()) {
+            h.send(
+                callee,
+                tram_wire::MessageBuilder::method_return(m.serial()).destination(&a1_name),
+            );
+        }
+    }
+    let (ok, _) = until_refused(&mut h, (0..10).map(|_| calling(a2)));
+    assert_eq!(ok, 3);
+    // Match rules: 12 in the pool; user 2000 may hold 6 across both connections.
+    let add = |from, i: usize| {
+        (
+            from,
+            Box::new(move || {
+                call(DRIVER, DRIVER_PATH, Some(DRIVER), "AddMatch").body("s", move |w| {
+                    w.string(&format!("type='signal',member='M{i}'"));
+                })
+            }) as MessageBuilderFn,
+        )
+    };
+    let (ok, _) = until_refused(&mut h, (0..3).map(|i| add(a1, i)));
+    assert_eq!(ok, 3);
+    let (ok, text) = until_refused(&mut h, (3..10).map(|i| add(a2, i)));
+    assert_eq!(ok, 3);
+    assert!(text.unwrap().contains("User 2000 holds 6 match rules"));
+    let stats = user_stats(&mut h, b);
+    assert_eq!(
+        stats,
+        [
+            (2000, [2, 0, 6, 3]),
+            (3000, [1, 0, 0, 2]),
+            (4000, [1, 0, 0, 0])
+        ]
+    );
+    // The callee leaves: every caller is answered, and every pending reply given back.
+    h.disconnect(callee);
+    h.drain();
+    let stats = user_stats(&mut h, b);
+    assert_eq!(stats, [(2000, [2, 0, 6, 0]), (3000, [1, 0, 0, 0])]);
+}

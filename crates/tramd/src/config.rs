@@ -286,6 +286,7 @@ fn bus_limits(l: &tram_config::Limits) -> tram_bus::Limits {
         reply_timeout: l.reply_timeout,
         service_start_timeout: l.service_start_timeout,
         max_pending_service_starts: l.max_pending_service_starts,
+        max_completed_connections: l.max_completed_connections,
     }
 }
 
@@ -394,6 +395,7 @@ mod tests {
                 reply_timeout: Some(Duration::from_secs(13)),
                 service_start_timeout: Duration::from_secs(25),
                 max_pending_service_starts: 512,
+                max_completed_connections: 7,
             }
         );
     }
