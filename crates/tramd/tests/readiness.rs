@@ -7,6 +7,7 @@
 //!   `RELOADING=1` and `READY=1` around a reload, and `STOPPING=1` when it exits.
 //! * `tramd run-session`, against `dbus-run-session`: the program gets a bus of its own, the run
 //!   ends with the program's status, and the bus is gone afterwards.
+//! * Dependencies: the tramd executable needs nothing but the C library (`ldd`).
 //!
 //! Each comparable behaviour is checked on dbus-daemon (or dbus-run-session) first and then on
 //! the bus under test (`TRAM_TEST_BUS`, tramd by default).
@@ -52,6 +53,34 @@ fn has_guid(address: &str, prefix: &str) -> bool {
     address
         .strip_prefix(prefix)
         .is_some_and(|guid| guid.len() == 32 && guid.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[test]
+fn tramd_links_only_the_c_library() {
+    let output = Command::new("ldd").arg(TRAMD).output().expect("run ldd");
+    assert!(output.status.success(), "ldd {TRAMD}: {output:?}");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let libraries: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(
+        libraries.iter().any(|lib| lib.starts_with("libc.so")),
+        "{listing}"
+    );
+    let unexpected: Vec<&&str> = libraries
+        .iter()
+        .filter(|lib| {
+            !(lib.starts_with("libc.so")
+                || lib.starts_with("linux-vdso.so")
+                || lib.contains("/ld-linux")
+                || lib.starts_with("ld-linux"))
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "tramd links more than libc: {unexpected:?}\n{listing}"
+    );
 }
 
 #[test]
