@@ -46,8 +46,8 @@ pub struct Credentials {
     pub groups: Vec<u32>,
     /// SO_PEERSEC: the security label, without a trailing nul.
     pub security_label: Option<Vec<u8>>,
-    /// SO_PEERPIDFD, where the kernel has it.
-    pub pidfd: Option<OwnedFd>,
+    /// SO_PEERPIDFD, where the kernel has it (shared by the connections of one process).
+    pub pidfd: Option<Arc<OwnedFd>>,
     /// The connection authenticated with ANONYMOUS: policy treats it as no user at all.
     pub anonymous: bool,
 }

@@ -9,10 +9,19 @@
 //! rustix wraps only SO_PEERCRED, and its `UCred` cannot represent the pid 0 the kernel
 //! reports for a peer in another pid namespace, so every option is read with `getsockopt`
 //! from libc here.
+//!
+//! Connections of one process share one pidfd. Where pidfds live on pidfs (Linux 6.9), a
+//! pidfd's inode number names its process for good, so a new connection's pidfd is compared
+//! with those already held and, when it names the same process, closed in favour of the one
+//! held. A process with ten thousand connections thus costs the bus ten thousand and one
+//! descriptors, not twenty thousand. On older kernels every connection keeps its own.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Weak};
 
 use tram_bus::Credentials;
 
@@ -33,7 +42,7 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Credentials> {
         pid: u32::try_from(cred.pid).ok().filter(|&pid| pid != 0),
         groups,
         security_label: peer_security_label(fd)?,
-        pidfd: peer_pidfd(fd)?,
+        pidfd: peer_pidfd(fd)?.map(shared_pidfd),
         anonymous: false,
     })
 }
@@ -160,6 +169,56 @@ fn peer_pidfd(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(pidfd) }))
 }
 
+/// The filesystem type of pidfs (`PID_FS_MAGIC`).
+const PIDFS_MAGIC: i64 = 0x5049_4446;
+
+thread_local! {
+    /// The pidfds connections hold, by inode, on the thread that accepts connections (tramd
+    /// has one).
+    static PIDFDS: RefCell<PidfdCache> = RefCell::new(PidfdCache::default());
+}
+
+/// `pidfd`, or the equal one a connection of the same process already holds.
+fn shared_pidfd(pidfd: OwnedFd) -> Arc<OwnedFd> {
+    let Some(inode) = pidfs_inode(&pidfd) else {
+        return Arc::new(pidfd);
+    };
+    PIDFDS.with(|cache| cache.borrow_mut().share(inode, pidfd))
+}
+
+/// The inode of a pidfd on pidfs, which names its process uniquely; `None` elsewhere.
+fn pidfs_inode(pidfd: &OwnedFd) -> Option<u64> {
+    let fs = rustix::fs::fstatfs(pidfd).ok()?;
+    if i64::from(fs.f_type) != PIDFS_MAGIC {
+        return None;
+    }
+    let stat = rustix::fs::fstat(pidfd).ok()?;
+    Some(stat.st_ino)
+}
+
+/// Pidfds by pidfs inode, held weakly: the connections own them.
+#[derive(Debug, Default)]
+struct PidfdCache {
+    by_inode: HashMap<u64, Weak<OwnedFd>>,
+    /// When `by_inode` next drops the entries of processes no connection holds any more.
+    prune_at: usize,
+}
+
+impl PidfdCache {
+    fn share(&mut self, inode: u64, pidfd: OwnedFd) -> Arc<OwnedFd> {
+        if let Some(held) = self.by_inode.get(&inode).and_then(Weak::upgrade) {
+            return held;
+        }
+        let pidfd = Arc::new(pidfd);
+        self.by_inode.insert(inode, Arc::downgrade(&pidfd));
+        if self.by_inode.len() >= self.prune_at {
+            self.by_inode.retain(|_, fd| fd.strong_count() > 0);
+            self.prune_at = (self.by_inode.len() * 2).max(64);
+        }
+        pidfd
+    }
+}
+
 fn socklen(n: usize) -> libc::socklen_t {
     libc::socklen_t::try_from(n).unwrap_or(libc::socklen_t::MAX)
 }
@@ -169,6 +228,57 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn connections_of_one_process_share_a_pidfd() {
+        let (a, _a) = UnixStream::pair().unwrap();
+        let (b, _b) = UnixStream::pair().unwrap();
+        let first = peer_credentials(a.as_fd()).unwrap().pidfd;
+        let second = peer_credentials(b.as_fd()).unwrap().pidfd;
+        let (Some(first), Some(second)) = (first, second) else {
+            return; // no SO_PEERPIDFD on this kernel
+        };
+        if pidfs_inode(&first).is_none() {
+            assert!(
+                !Arc::ptr_eq(&first, &second),
+                "only pidfs pidfds are compared"
+            );
+            return;
+        }
+        assert!(Arc::ptr_eq(&first, &second));
+        // Another process gets its own.
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let other = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty());
+        let other = shared_pidfd(other.unwrap());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_ne!(pidfs_inode(&first), pidfs_inode(&other));
+    }
+
+    #[test]
+    fn the_pidfd_cache_forgets_processes_no_connection_holds() {
+        let mut cache = PidfdCache::default();
+        let own = || {
+            let me = rustix::process::getpid();
+            rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).unwrap()
+        };
+        let held = cache.share(1, own());
+        assert!(Arc::ptr_eq(&held, &cache.share(1, own())));
+        for inode in 2..200 {
+            drop(cache.share(inode, own()));
+        }
+        assert!(
+            cache.by_inode.len() < 200,
+            "{} entries",
+            cache.by_inode.len()
+        );
+        assert!(Arc::ptr_eq(&held, &cache.share(1, own())));
+    }
 
     #[test]
     fn credentials_of_a_socketpair_are_our_own() {

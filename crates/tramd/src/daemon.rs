@@ -414,20 +414,38 @@ impl Output {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit, as dbus-daemon does. Returns the soft
-/// limit it replaced, for the services the bus starts, or `None` when it did not change it.
+/// The open-file limit a bus running as root sets for itself, as dbus-daemon does: enough for a
+/// system bus's connections (each costs tramd its socket, plus one pidfd per client process).
+const ROOT_NOFILE: u64 = 65_536;
+
+/// Raises the soft limit on open files to the hard limit, as dbus-daemon does; a bus running as
+/// root raises both to at least [`ROOT_NOFILE`] (falling back to the hard limit where it may
+/// not, e.g. without CAP_SYS_RESOURCE in a container). Returns the soft limit it replaced, for
+/// the services the bus starts, or `None` when it did not change it.
 fn raise_fd_limit() -> Option<u64> {
     let limit = getrlimit(Resource::Nofile);
-    if limit.current == limit.maximum {
-        return None;
+    let mut targets = Vec::with_capacity(2);
+    let below_root_figure = limit.maximum.is_some_and(|max| max < ROOT_NOFILE);
+    if below_root_figure && rustix::process::geteuid().is_root() {
+        targets.push(Some(ROOT_NOFILE));
     }
-    let raised = rustix::process::Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    if let Err(e) = setrlimit(Resource::Nofile, raised) {
+    targets.push(limit.maximum);
+    let mut last_error = None;
+    for target in targets {
+        if limit.current == target {
+            return None;
+        }
+        let raised = rustix::process::Rlimit {
+            current: target,
+            maximum: target.max(limit.maximum),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.current,
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if let Some(e) = last_error {
         log::warning!("cannot raise the open file limit: {}", io::Error::from(e));
-        return None;
     }
-    limit.current
+    None
 }
