@@ -31,7 +31,7 @@ use crate::names::{NameRegistry, OwnerChange};
 use crate::peer::{Credentials, PeerId, TxQueue};
 use crate::policy::{ConnectionPolicy, Policy};
 use crate::replies::{Departure, Replies};
-use crate::users::{Object, Users};
+use crate::users::{self, Object, Users};
 
 /// The driver's well-known name.
 pub(crate) const DRIVER_NAME: &str = "org.freedesktop.DBus";
@@ -431,10 +431,11 @@ impl Bus {
             let Some(peer) = self.stalled.pop() else {
                 break;
             };
-            let limit = self.config.limits.max_outgoing_bytes;
+            let l = &self.config.limits;
             let reason = format!(
                 "it does not read its messages: its queue would exceed max_outgoing_bytes \
-                 ({limit})"
+                 ({}) or max_outgoing_unix_fds ({})",
+                l.max_outgoing_bytes, l.max_outgoing_unix_fds
             );
             self.kick(peer, reason);
         }
@@ -585,7 +586,6 @@ impl Bus {
             self.refuse(from, &msg, error::NOT_SUPPORTED, text);
             return;
         }
-        let queued = receiver.tx.bytes() as u64;
         let is_reply = matches!(msg.message_type(), MethodReturn | MessageType::Error);
         let reply_serial = msg.reply_serial().unwrap_or(0);
         // Unlike dbus-daemon, whose policy may let them through, unrequested replies are never
@@ -609,23 +609,12 @@ impl Bus {
         // A full queue refuses calls and signals; a reply goes through `push`, which
         // disconnects a caller that does not read its replies.
         let account = self.account_of(Some(from));
-        if !is_reply && !self.fair_share_allows(to, account, out.len()) {
-            let text = format!(
-                "The message queue of {dest} holds as much from this user as it may: the \
-                 receiver is not reading fast enough (max_outgoing_bytes={})",
-                self.config.limits.max_outgoing_bytes
-            );
-            self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
-            return;
-        }
-        let limit = self.config.limits.max_outgoing_bytes;
-        if !is_reply && queued + out.len() as u64 > limit {
-            let text = format!(
-                "The message queue of {dest} is full (max_outgoing_bytes={limit}): it is not \
-                 reading its messages"
-            );
-            self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
-            return;
+        if !is_reply {
+            if let Err(text) = self.queue_admits(to, account, &out) {
+                let text = format!("The message queue of {dest} {text}");
+                self.refuse(from, &msg, error::LIMITS_EXCEEDED, &text);
+                return;
+            }
         }
         if is_reply {
             if self.replies.take(to, reply_serial, from) {
@@ -822,22 +811,50 @@ impl Bus {
         from.and_then(|id| self.peers.get(id)).map(|p| p.creds.uid)
     }
 
-    /// Whether `account` may queue `n` more bytes for `to`. A user may hold at most as much of
-    /// a receiver's queue as would remain free for everyone else after the message, except that
-    /// a user with nothing queued may always queue one message (the total limit still holds).
-    /// One flooding user thus gets at most about half of a slow receiver's queue, and every
-    /// other user keeps room of its own.
-    fn fair_share_allows(&self, to: PeerId, account: Option<u32>, n: usize) -> bool {
+    /// Whether `account` may queue `out` for `to`; `Err` ends the sentence "The message queue
+    /// of DEST …". A user may hold at most as much of a receiver's queue, in bytes and in fds,
+    /// as would remain free for everyone else after the message, except that a user with
+    /// nothing queued may always queue one message; and the queue's totals stay within
+    /// `max_outgoing_bytes` and `max_outgoing_unix_fds`. One flooding user thus gets at most
+    /// about half of a slow receiver's queue, and every other user keeps room of its own.
+    fn queue_admits(&self, to: PeerId, account: Option<u32>, out: &Outgoing) -> Result<(), String> {
         let Some(peer) = self.peers.get(to) else {
-            return true;
+            return Ok(());
         };
+        let l = &self.config.limits;
         let mine = peer.tx.charged(account);
-        if mine == 0 {
-            return true;
+        let (bytes, fds) = (out.len() as u64, out.fds().len() as u64);
+        let share = |mine: usize, total: usize, pool: u64, n: u64| {
+            mine == 0 || users::fair_share(mine as u64, total as u64, pool, n)
+        };
+        if !share(mine.bytes, peer.tx.bytes(), l.max_outgoing_bytes, bytes) {
+            return Err(format!(
+                "holds as much from this user as it may: the receiver is not reading fast \
+                 enough (max_outgoing_bytes={})",
+                l.max_outgoing_bytes
+            ));
         }
-        let limit = usize::try_from(self.config.limits.max_outgoing_bytes).unwrap_or(usize::MAX);
-        let free_after = limit.saturating_sub(peer.tx.bytes().saturating_add(n));
-        mine.saturating_add(n) <= free_after
+        if peer.tx.bytes() as u64 + bytes > l.max_outgoing_bytes {
+            return Err(format!(
+                "is full (max_outgoing_bytes={}): it is not reading its messages",
+                l.max_outgoing_bytes
+            ));
+        }
+        if fds > 0 && !share(mine.fds, peer.tx.fds(), l.max_outgoing_unix_fds, fds) {
+            return Err(format!(
+                "holds as many file descriptors from this user as it may: the receiver is not \
+                 reading fast enough (max_outgoing_unix_fds={})",
+                l.max_outgoing_unix_fds
+            ));
+        }
+        if peer.tx.fds() as u64 + fds > l.max_outgoing_unix_fds {
+            return Err(format!(
+                "holds too many file descriptors (max_outgoing_unix_fds={}): it is not reading \
+                 its messages",
+                l.max_outgoing_unix_fds
+            ));
+        }
+        Ok(())
     }
 
     /// Answers `caller`'s call `serial` with NoReply.
@@ -949,8 +966,10 @@ impl Bus {
         if peer.leaving || peer.stalled {
             return;
         }
-        let limit = self.config.limits.max_outgoing_bytes;
-        if (peer.tx.bytes() + out.len()) as u64 > limit {
+        let limits = &self.config.limits;
+        if (peer.tx.bytes() + out.len()) as u64 > limits.max_outgoing_bytes
+            || (peer.tx.fds() + out.fds().len()) as u64 > limits.max_outgoing_unix_fds
+        {
             // A receiver that does not read is disconnected rather than let the bus grow: the
             // message is not queued, and the peer goes at the next `poll_action`.
             peer.stalled = true;

@@ -62,29 +62,53 @@ pub struct Credentials {
 pub struct TxQueue {
     messages: VecDeque<(Arc<Outgoing>, Option<u32>)>,
     bytes: usize,
-    /// Bytes queued per user, for the few users a queue holds messages of.
-    charges: Vec<(Option<u32>, usize)>,
+    fds: usize,
+    /// What is queued per user, for the few users a queue holds messages of.
+    charges: Vec<Charge>,
     /// Bytes of the front message already written.
     pub head_written: usize,
+}
+
+/// Bytes and fds queued on behalf of one user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Charge {
+    account: Option<u32>,
+    /// Bytes of the user's queued messages.
+    pub(crate) bytes: usize,
+    /// Fds those messages carry.
+    pub(crate) fds: usize,
 }
 
 impl TxQueue {
     /// Appends a message, charged to `account`.
     pub(crate) fn push(&mut self, msg: Arc<Outgoing>, account: Option<u32>) {
-        let n = msg.len();
+        let (n, fds) = (msg.len(), msg.fds().len());
         self.bytes += n;
-        match self.charges.iter_mut().find(|(a, _)| *a == account) {
-            Some((_, used)) => *used += n,
-            None => self.charges.push((account, n)),
+        self.fds += fds;
+        match self.charges.iter_mut().find(|c| c.account == account) {
+            Some(c) => {
+                c.bytes += n;
+                c.fds += fds;
+            }
+            None => self.charges.push(Charge {
+                account,
+                bytes: n,
+                fds,
+            }),
         }
         self.messages.push_back((msg, account));
     }
-    /// Bytes queued that are charged to `account`.
-    pub(crate) fn charged(&self, account: Option<u32>) -> usize {
+    /// What is queued that is charged to `account`.
+    pub(crate) fn charged(&self, account: Option<u32>) -> Charge {
         self.charges
             .iter()
-            .find(|(a, _)| *a == account)
-            .map_or(0, |(_, n)| *n)
+            .find(|c| c.account == account)
+            .copied()
+            .unwrap_or_default()
+    }
+    /// Fds queued, the front message's included until it is written in full.
+    pub fn fds(&self) -> usize {
+        self.fds
     }
     /// Whether anything waits to be written.
     pub fn is_empty(&self) -> bool {
@@ -115,11 +139,15 @@ impl TxQueue {
                 return;
             }
             n -= left;
+            let fds = front.fds().len();
             self.bytes -= len;
+            self.fds -= fds;
             let account = *account;
-            if let Some(i) = self.charges.iter().position(|(a, _)| *a == account) {
-                self.charges[i].1 = self.charges[i].1.saturating_sub(len);
-                if self.charges[i].1 == 0 {
+            if let Some(i) = self.charges.iter().position(|c| c.account == account) {
+                let c = &mut self.charges[i];
+                c.bytes = c.bytes.saturating_sub(len);
+                c.fds = c.fds.saturating_sub(fds);
+                if c.bytes == 0 {
                     self.charges.swap_remove(i);
                 }
             }

@@ -594,3 +594,61 @@ fn a_user_gets_a_fair_share_of_pending_replies_and_match_rules() {
     let stats = user_stats(&mut h, b);
     assert_eq!(stats, [(2000, [2, 0, 6, 0]), (3000, [1, 0, 0, 0])]);
 }
+
+#[test]
+fn fds_queued_for_a_slow_receiver_are_bounded_and_shared_between_users() {
+    let limits = Limits {
+        max_outgoing_unix_fds: 8,
+        ..Limits::session()
+    };
+    let mut h = Harness::with(Policy::session(), limits);
+    let (flooder, _) = h.client_as(2000);
+    let (other, _) = h.client_as(3000);
+    let (slow, slow_name) = h.client();
+    h.ignore(slow);
+    let mut serial = 100;
+    let mut send_fd = |h: &mut Harness, from| {
+        serial += 1;
+        let (r, w) = std::io::pipe().unwrap();
+        drop(w);
+        let msg = call(&slow_name, "/", None, "TakeFd")
+            .body("h", |w| w.unix_fd(0))
+            .unix_fds(1)
+            .build_with_fds(serial, vec![r.into()]);
+        h.bus.handle_message(h.now, from, msg);
+        h.drain();
+        let refusal = h
+            .take(from)
+            .into_iter()
+            .find(|m| m.reply_serial() == Some(serial));
+        refusal.map(|m| {
+            assert_eq!(error_of(&m), "org.freedesktop.DBus.Error.LimitsExceeded");
+            BodyReader::new(&m).read_str().unwrap().to_owned()
+        })
+    };
+    // One user gets half of the receiver's fds: 4 held, 4 free.
+    let mut accepted = 0;
+    let text = loop {
+        if let Some(text) = send_fd(&mut h, flooder) {
+            break text;
+        }
+        accepted += 1;
+        assert!(accepted < 20, "the flooder was never stopped");
+    };
+    assert_eq!(accepted, 4);
+    assert!(text.contains("max_outgoing_unix_fds=8"), "{text}");
+    assert_eq!(h.bus.tx_queue(slow).unwrap().fds(), 4);
+    // Another user still gets its share, then the queue's total stops everyone.
+    let mut accepted = 0;
+    while send_fd(&mut h, other).is_none() {
+        accepted += 1;
+        assert!(accepted < 20);
+    }
+    assert_eq!(accepted, 2);
+    // Once the receiver reads, its fds are given back.
+    let queue = h.bus.tx_queue(slow).unwrap();
+    let bytes = queue.bytes();
+    queue.consume(bytes);
+    assert_eq!(queue.fds(), 0);
+    assert!(send_fd(&mut h, flooder).is_none());
+}
