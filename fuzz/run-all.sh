@@ -9,7 +9,8 @@
 # fuzz/corpus/TARGET (only read) and keeps what it finds in fuzz/target/fuzz-work/TARGET (or
 # $FUZZ_WORK_DIR/TARGET), so the committed seeds stay small. A crashing input is saved under
 # fuzz/artifacts/TARGET/ and its hex printed. Set FUZZ_SANITIZER=address for AddressSanitizer
-# (slower; the code under test is safe Rust, so the default is none).
+# (slower; the code under test is safe Rust, so the default is none). Set FUZZ_SEED to a number
+# for a reproducible run (CI does).
 set -euo pipefail
 
 seconds="${1:-10}"
@@ -29,6 +30,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 sanitizer="${FUZZ_SANITIZER:-none}"
+seed=()
+if [ -n "${FUZZ_SEED:-}" ]; then
+    seed=(-seed="$FUZZ_SEED")
+fi
 work="${FUZZ_WORK_DIR:-target/fuzz-work}"
 targets=$(cargo fuzz list)
 
@@ -43,7 +48,8 @@ for target in $targets; do
     touch "$marker"
     if ! cargo fuzz run --debug-assertions --sanitizer "$sanitizer" "$target" \
         "$work/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1; then
+        -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
+        "${seed[@]}"; then
         failed+=("$target")
         find "artifacts/$target" -type f -newer "$marker" | while read -r artifact; do
             echo "--- $artifact (hex)"
