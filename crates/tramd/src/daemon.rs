@@ -11,8 +11,10 @@
 //!    `<listen>` elements);
 //! 5. fork when asked (`--fork`, or `<fork/>` without `--nofork`): the parent waits until the
 //!    child is ready;
-//! 6. write the pid file (unless `--nopidfile`), print the pid and the address: the address
-//!    lists the last `<listen>` first, as dbus-daemon does;
+//! 6. write the pid file (unless `--nopidfile`); when the bus runs as root, changes to a
+//!    `<user>` other than root and starts services as their `User=` (`<servicehelper>`), fork
+//!    the launch helper that keeps root for that ([`crate::launch_helper`]); print the pid and
+//!    the address: the address lists the last `<listen>` first, as dbus-daemon does;
 //! 7. change to `<user>`, so sockets and the pid file were made with the original privileges
 //!    but no client is read before the change;
 //! 8. run the event loop until SIGTERM or SIGINT, telling systemd `READY=1` first when it
@@ -39,6 +41,8 @@ use crate::config::{self, LoadError, Loaded};
 use crate::event_loop::{Boot, EventLoop, Reloader, SaslServers, Settings};
 use crate::ids::{self, MachineIdSource};
 use crate::keyring::{Cookie, Keyrings};
+use crate::launch_helper::{Helper, HelperConfig};
+use crate::launcher::LaunchMode;
 use crate::listener::{ListenError, Listener, PassedSockets};
 use crate::log;
 use crate::notify::{self, Notifier};
@@ -102,7 +106,10 @@ pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), Dae
     for warning in &loaded.warnings {
         log::warning!("{warning}");
     }
-    configure_logging(options.syslog, loaded.config.syslog);
+    let (log_stderr, log_syslog) = log_sinks(options.syslog, loaded.config.syslog);
+    if !log::configure(log_stderr, log_syslog) {
+        log::warning!("cannot reach the system log at /dev/log; logging to standard error");
+    }
     let mut listen = loaded.config.listen.clone();
     if let Some(address) = &options.address {
         listen = vec![address.clone()];
@@ -149,7 +156,8 @@ pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), Dae
     let address = printed_address(&groups, &guid);
     let listeners: Vec<Listener> = groups.into_iter().flatten().collect();
 
-    let ready = if options.fork.unwrap_or(loaded.config.fork) {
+    let detach = options.fork.unwrap_or(loaded.config.fork);
+    let ready = if detach {
         match process::fork(loaded.config.keep_umask)
             .map_err(|e| DaemonError::Io("cannot fork", e))?
         {
@@ -165,6 +173,27 @@ pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), Dae
     let _pidfile = match &pidfile {
         Some(path) => Some(PidFile::create(path, pid).map_err(DaemonError::PidFile)?),
         None => None,
+    };
+    let helper = match &user {
+        Some((_, account))
+            if account.uid != 0
+                && rustix::process::geteuid().is_root()
+                && loaded.config.launch_mode == LaunchMode::AsUser =>
+        {
+            let config = HelperConfig {
+                service_dirs: loaded.config.service_dirs.clone(),
+                address: address.clone(),
+                bus_type: Some(loaded.config.bus_type.clone()).filter(|t| !t.is_empty()),
+                child_nofile,
+                detach,
+                log_stderr,
+                log_syslog,
+            };
+            let helper = Helper::spawn(&config)
+                .map_err(|e| DaemonError::Io("cannot start the launch helper", e))?;
+            Some(helper)
+        }
+        _ => None,
     };
     outputs.print(&address, pid)?;
     let bus_uid = match &user {
@@ -207,6 +236,7 @@ pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), Dae
         child_nofile,
         notifier,
         watchdog,
+        helper,
     };
     let mut event_loop = EventLoop::new(
         bus,
@@ -290,16 +320,14 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// `--syslog`, `--syslog-only` and `--nosyslog` override `<syslog/>`.
-fn configure_logging(mode: Option<SyslogMode>, config_syslog: bool) {
-    let (stderr, syslog) = match mode {
+/// Where to log, standard error and the system log: `--syslog`, `--syslog-only` and
+/// `--nosyslog` override `<syslog/>`.
+fn log_sinks(mode: Option<SyslogMode>, config_syslog: bool) -> (bool, bool) {
+    match mode {
         Some(SyslogMode::Both) => (true, true),
         Some(SyslogMode::Only) => (false, true),
         Some(SyslogMode::Never) => (true, false),
         None => (true, config_syslog),
-    };
-    if !log::configure(stderr, syslog) {
-        log::warning!("cannot reach the system log at /dev/log; logging to standard error");
     }
 }
 

@@ -33,8 +33,10 @@
 //!   executed fails the activation at once. SIGCHLD reaps the services that exited: one that
 //!   ended with an error or a signal while its name was still being activated fails the
 //!   activation with `Spawn.ChildExited` or `Spawn.ChildSignaled`, as dbus-daemon does (a clean
-//!   exit leaves the decision to `service_start_timeout`);
-//! * under systemd ([`Notifier`]) the loop reports `READY=1` when it starts, `STATUS=` lines,
+//!   exit leaves the decision to `service_start_timeout`). With a launch helper (a system bus
+//!   that dropped root) the helper's socket is in the epoll set too: a start handed to it is
+//!   answered later, and its failures and its services' exits fail the activation the same way;
+////! * under systemd ([`Notifier`]) the loop reports `READY=1` when it starts, `STATUS=` lines,
 //!   `STOPPING=1` when it stops, and `WATCHDOG=1` at half the watchdog timeout;
 //! * after every input to the bus the loop drains [`Bus::poll_action`] (closing the peers the
 //!   bus dropped) and collects [`Bus::take_dirty`]; at the end of the turn every dirty peer is
@@ -65,7 +67,8 @@ use crate::config::Limits;
 use crate::connection::{Connection, Flushed, Received, RecvLimits, Scratch};
 use crate::creds;
 use crate::inotify::DirWatcher;
-use crate::launcher::{self, LaunchMode, LaunchSpec, Launcher};
+use crate::launch_helper::Helper;
+use crate::launcher::{self, Event, LaunchMode, LaunchSpec, Launcher, Start};
 use crate::listener::{Listener, NONCE_LEN, NonceFile, Transport};
 use crate::log::{self, Level, PeerLabel};
 use crate::notify::Notifier;
@@ -112,6 +115,8 @@ pub(crate) struct Boot {
     pub(crate) notifier: Notifier,
     /// How often to send `WATCHDOG=1`, when the service manager asks for it.
     pub(crate) watchdog: Option<Duration>,
+    /// The launch helper forked before the bus dropped root, if any.
+    pub(crate) helper: Option<Helper>,
 }
 
 /// The authentication servers: one for unix sockets, one for TCP (which offers no EXTERNAL).
@@ -156,9 +161,12 @@ pub(crate) struct EventLoop {
     reloader: Reloader,
     /// Starts activated services and reaps them.
     launcher: Launcher,
-    /// The process started for each name being activated directly, by name; an exit of that
-    /// process (and no older one) can fail the activation.
-    activating: HashMap<String, u32>,
+    /// The start of each name being activated directly, by name: its process, whose exit (and
+    /// no older one's) can fail the activation, or the launch helper's request, whose failure
+    /// can.
+    activating: HashMap<String, Start>,
+    /// Whether the launch helper's socket is watched for room to write.
+    helper_writing: bool,
     /// Watches the service directories; `None` when inotify is unavailable.
     watcher: Option<DirWatcher>,
     /// The bus's address, for the services it starts.
@@ -219,7 +227,14 @@ impl EventLoop {
                 None
             }
         };
-        let launcher = Launcher::new(settings.launch_mode, boot.child_nofile);
+        let mut launcher = Launcher::new(settings.launch_mode, boot.child_nofile);
+        if let Some(helper) = boot.helper {
+            launcher.set_helper(helper);
+        }
+        if let Some(fd) = launcher.helper_fd() {
+            let token = EventData::new_u64(Token::Helper.encode());
+            epoll::add(&epoll, fd, token, EventFlags::IN)?;
+        }
         let now = Instant::now();
         let mut event_loop = EventLoop {
             epoll,
@@ -241,6 +256,7 @@ impl EventLoop {
             reloader,
             launcher,
             activating: HashMap::new(),
+            helper_writing: false,
             watcher,
             address: boot.address,
             notifier: boot.notifier,
@@ -302,6 +318,7 @@ impl EventLoop {
                         }
                     }
                     Some(Token::Watcher) => {}
+                    Some(Token::Helper) => self.helper_ready(flags),
                     Some(Token::Listener(index)) => self.accept(index, now),
                     Some(Token::Connection { slot, generation }) => {
                         self.connection_event(slot, generation, flags, now);
@@ -899,9 +916,15 @@ impl EventLoop {
             .launcher
             .spawn(&spec, &request.environment, &self.address, bus_type)
         {
-            Ok(pid) => {
-                log::debug!("started {} as pid {pid}", service.name);
-                self.activating.insert(service.name.clone(), pid);
+            Ok(start) => {
+                match start {
+                    Start::Running(pid) => log::debug!("started {} as pid {pid}", service.name),
+                    Start::Requested(id) => log::debug!(
+                        "asked the launch helper to start {} (request {id})",
+                        service.name
+                    ),
+                }
+                self.activating.insert(service.name.clone(), start);
             }
             Err(e) => {
                 let (error, text) = e.dbus_error();
@@ -909,28 +932,94 @@ impl EventLoop {
                 self.bus.activation_failed(&service.name, error, &text);
             }
         }
+        self.watch_helper();
     }
 
-    /// Collects the services that exited (SIGCHLD). A service that failed before owning its
-    /// name fails its activation; the bus ignores names no longer being activated.
+    /// Collects the services that exited (SIGCHLD), and the launch helper if it did.
     fn reap_services(&mut self) {
-        for exited in self.launcher.reap() {
-            let current = self.activating.get(&exited.name) == Some(&exited.pid);
-            if current {
-                self.activating.remove(&exited.name);
-            }
-            match launcher::exit_error(&exited.name, exited.status) {
-                Some((error, text)) if current => {
-                    log::warning!("activated service '{}' failed: {text}", exited.name);
-                    self.bus.activation_failed(&exited.name, error, &text);
+        let events = self.launcher.reap();
+        self.launch_events(events);
+    }
+
+    /// The launch helper's socket is ready: send the requests that wait, read its answers.
+    fn helper_ready(&mut self, flags: EventFlags) {
+        if flags.contains(EventFlags::OUT) {
+            self.launcher.flush_helper();
+        }
+        let events = self.launcher.helper_replies();
+        self.launch_events(events);
+        self.watch_helper();
+    }
+
+    /// Watches the launch helper's socket for room to write while requests wait for it.
+    fn watch_helper(&mut self) {
+        let wants = self.launcher.helper_wants_write();
+        if wants == self.helper_writing {
+            return;
+        }
+        let Some(fd) = self.launcher.helper_fd() else {
+            self.helper_writing = false;
+            return;
+        };
+        let interest = if wants {
+            EventFlags::IN | EventFlags::OUT
+        } else {
+            EventFlags::IN
+        };
+        let token = EventData::new_u64(Token::Helper.encode());
+        match epoll::modify(&self.epoll, fd, token, interest) {
+            Ok(()) => self.helper_writing = wants,
+            Err(e) => log::warning!("cannot watch the launch helper: {}", io::Error::from(e)),
+        }
+    }
+
+    /// Applies what became of started services. A service that failed before owning its name
+    /// fails its activation; the bus ignores names no longer being activated.
+    fn launch_events(&mut self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Started { request, name, pid } => {
+                    log::debug!("the launch helper started {name} as pid {pid}");
+                    if let Some(start) = self.activating.get_mut(&name) {
+                        if *start == Start::Requested(request) {
+                            *start = Start::Running(pid);
+                        }
+                    }
                 }
-                _ => log::debug!(
-                    "service {} (pid {}) exited: {}; {} started services running",
-                    exited.name,
-                    exited.pid,
-                    exited.status,
-                    self.launcher.running()
-                ),
+                Event::Failed {
+                    request,
+                    name,
+                    error,
+                } => {
+                    let (error, text) = error.dbus_error();
+                    if self.activating.get(&name) == Some(&Start::Requested(request)) {
+                        self.activating.remove(&name);
+                        log::warning!("activated service '{name}' failed: {text}");
+                        self.bus.activation_failed(&name, error, &text);
+                    } else {
+                        log::debug!("an earlier start of {name} failed: {text}");
+                    }
+                }
+                Event::Exited(exited) => {
+                    let current =
+                        self.activating.get(&exited.name) == Some(&Start::Running(exited.pid));
+                    if current {
+                        self.activating.remove(&exited.name);
+                    }
+                    match launcher::exit_error(&exited.name, exited.status) {
+                        Some((error, text)) if current => {
+                            log::warning!("activated service '{}' failed: {text}", exited.name);
+                            self.bus.activation_failed(&exited.name, error, &text);
+                        }
+                        _ => log::debug!(
+                            "service {} (pid {}) exited: {}; {} started services running",
+                            exited.name,
+                            exited.pid,
+                            exited.status,
+                            self.launcher.running()
+                        ),
+                    }
+                }
             }
         }
         self.drain_bus();
@@ -1260,6 +1349,7 @@ impl Conn {
 enum Token {
     Signals,
     Watcher,
+    Helper,
     Listener(u32),
     Connection { slot: u32, generation: u32 },
 }
@@ -1272,6 +1362,7 @@ impl Token {
         match self {
             Token::Signals => 0,
             Token::Watcher => 1,
+            Token::Helper => 2,
             Token::Listener(index) => 1 << Self::KIND_SHIFT | u64::from(index),
             Token::Connection { slot, generation } => {
                 2 << Self::KIND_SHIFT
@@ -1286,6 +1377,7 @@ impl Token {
         match data >> Self::KIND_SHIFT {
             0 if data == 0 => Some(Token::Signals),
             0 if data == 1 => Some(Token::Watcher),
+            0 if data == 2 => Some(Token::Helper),
             0 => None,
             1 => Some(Token::Listener(low)),
             2 => Some(Token::Connection {
@@ -1319,6 +1411,7 @@ mod tests {
         let tokens = [
             Token::Signals,
             Token::Watcher,
+            Token::Helper,
             Token::Listener(0),
             Token::Listener(u32::MAX),
             Token::Connection {
@@ -1338,6 +1431,6 @@ mod tests {
             assert_eq!(Token::decode(token.encode()), Some(token));
         }
         assert_eq!(Token::decode(3 << 62), None);
-        assert_eq!(Token::decode(2), None);
+        assert_eq!(Token::decode(3), None);
     }
 }

@@ -25,16 +25,26 @@
 //! descriptor above 2 closed on exec, and optionally the soft open-file limit the bus started
 //! with (it raises its own).
 //!
-//! [`LaunchMode::AsUser`] is dbus-daemon's launch helper's job done in process: the service
-//! runs as its `User=` (required), with that user's groups from `/etc/group`, set with
-//! `setgroups`, `setgid`, `setuid` in the child. That needs a bus running as root; a bus that
-//! dropped root can only start services as its own user, and refuses others
-//! ([`LaunchError::NotPermitted`]) rather than carrying a setuid helper.
+//! [`LaunchMode::AsUser`] is dbus-daemon's launch helper's job: the service runs as its `User=`
+//! (required), with that user's groups from `/etc/group`, set with `setgroups`, `setgid`,
+//! `setuid` in the child. A bus running as root does that in process. A bus that dropped root
+//! to its `<user>` hands every such start to the launch helper it forked while still root
+//! ([`crate::launch_helper`], given with [`Launcher::set_helper`]): [`Launcher::spawn`] then
+//! only sends the service's name and returns [`Start::Requested`], and the outcome arrives
+//! later as [`Event`]s from [`Launcher::helper_replies`]. The helper reads the service file
+//! itself and gives the service no activation environment, only the `DBUS_STARTER_*`
+//! variables. A bus that dropped root without a helper can only start services as its own
+//! user, and refuses others ([`LaunchError::NotPermitted`]).
+//!
+//! Whichever way a service was started, its exit comes back as an [`Event::Exited`]: from
+//! [`Launcher::reap`] for the bus's own children, from [`Launcher::helper_replies`] for the
+//! helper's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -42,6 +52,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use rustix::process::{Pid, WaitOptions};
 use tram_config::UserTable;
 use tram_config::service::{ExecError, split_exec};
+
+use crate::launch_helper::Helper;
 
 /// How services are started and as whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +86,43 @@ pub(crate) struct Launcher {
     group: PathBuf,
     /// Running children: pid → the name they were started for.
     children: HashMap<u32, String>,
+    /// The launch helper that starts [`LaunchMode::AsUser`] services, when the bus has one.
+    helper: Option<Helper>,
+}
+
+/// How a start went: running at once, or asked of the launch helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// The service runs with this pid.
+    Running(u32),
+    /// The launch helper was asked (request id); an [`Event::Started`] or [`Event::Failed`]
+    /// with that id follows.
+    Requested(u32),
+}
+
+/// What became of started services since the last call.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A start the launch helper was asked for runs.
+    Started {
+        /// The request id [`Start::Requested`] gave.
+        request: u32,
+        /// The bus name it was started for.
+        name: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A start the launch helper was asked for failed (or the helper is gone).
+    Failed {
+        /// The request id [`Start::Requested`] gave.
+        request: u32,
+        /// The bus name it was to be started for.
+        name: String,
+        /// Why.
+        error: LaunchError,
+    },
+    /// A started service exited.
+    Exited(Exited),
 }
 
 /// A child that exited.
@@ -123,6 +172,42 @@ pub(crate) enum LaunchError {
         /// The error.
         error: io::Error,
     },
+    /// No `NAME.service` file in the launch helper's directories provides the name.
+    NotProvided {
+        /// The service's bus name.
+        name: String,
+    },
+    /// The launch helper could not start the service.
+    Helper {
+        /// Which D-Bus error it is.
+        kind: FailureKind,
+        /// The helper's words.
+        text: String,
+    },
+    /// The launch helper is not running.
+    HelperGone {
+        /// The service's bus name.
+        name: String,
+        /// What happened to the helper.
+        reason: String,
+    },
+}
+
+/// The D-Bus errors a failed start is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// `org.freedesktop.DBus.Error.InvalidArgs`: the `Exec` line cannot be split.
+    InvalidArgs,
+    /// `org.freedesktop.DBus.Error.Spawn.FileInvalid`: the service file cannot be used.
+    FileInvalid,
+    /// `org.freedesktop.DBus.Error.Spawn.ServiceNotFound`: no service file provides the name.
+    ServiceNotFound,
+    /// `org.freedesktop.DBus.Error.Spawn.PermissionsInvalid`: not allowed to change user.
+    PermissionsInvalid,
+    /// `org.freedesktop.DBus.Error.Spawn.ExecFailed`: `fork` or `exec` failed.
+    ExecFailed,
+    /// `org.freedesktop.DBus.Error.Spawn.Failed`: anything else.
+    Failed,
 }
 
 /// The variables systemd hands the bus that must not reach the services it starts.
@@ -145,7 +230,13 @@ impl Launcher {
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
             children: HashMap::new(),
+            helper: None,
         }
+    }
+
+    /// Hands [`LaunchMode::AsUser`] starts to `helper` from now on.
+    pub(crate) fn set_helper(&mut self, helper: Helper) {
+        self.helper = Some(helper);
     }
 
     /// Starts `spec` for a bus listening on `address` (the full address, with its `guid`),
@@ -153,8 +244,10 @@ impl Launcher {
     /// Entries of `activation` whose name is empty or holds `=` or NUL, or whose value holds
     /// NUL, are skipped.
     ///
-    /// Returns the child's pid once the program is executing; `exec` failures are reported
-    /// here, not through [`Launcher::reap`].
+    /// Returns [`Start::Running`] with the child's pid once the program is executing; `exec`
+    /// failures are reported here, not through [`Launcher::reap`]. With a launch helper, a
+    /// [`LaunchMode::AsUser`] start only sends the name and returns [`Start::Requested`]; the
+    /// helper decides the rest, and its answer comes from [`Launcher::helper_replies`].
     ///
     /// # Errors
     ///
@@ -165,7 +258,10 @@ impl Launcher {
         activation: &BTreeMap<String, String>,
         address: &str,
         bus_type: Option<&str>,
-    ) -> Result<u32, LaunchError> {
+    ) -> Result<Start, LaunchError> {
+        if let (LaunchMode::AsUser, Some(helper)) = (self.mode, &mut self.helper) {
+            return helper.request(spec.name).map(Start::Requested);
+        }
         let name = spec.name.to_owned();
         let argv = spec
             .exec
@@ -217,13 +313,17 @@ impl Launcher {
         // The `Child` is dropped without waiting: `reap` collects it by pid.
         let pid = child.id();
         self.children.insert(pid, name);
-        Ok(pid)
+        Ok(Start::Running(pid))
     }
 
-    /// Collects every started child that has exited; call it when SIGCHLD arrives (one SIGCHLD
-    /// may stand for several exits). Children the launcher did not start are left alone.
-    pub(crate) fn reap(&mut self) -> Vec<Exited> {
+    /// Collects every started child that has exited, and the launch helper if it did; call it
+    /// when SIGCHLD arrives (one SIGCHLD may stand for several exits). Children the launcher
+    /// did not start are left alone.
+    pub(crate) fn reap(&mut self) -> Vec<Event> {
         let mut exited = Vec::new();
+        if let Some(helper) = &mut self.helper {
+            exited = helper.reap();
+        }
         self.children.retain(|&pid, name| {
             let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
                 return false;
@@ -231,11 +331,11 @@ impl Launcher {
             match rustix::process::waitpid(Some(raw), WaitOptions::NOHANG) {
                 Ok(None) => true,
                 Ok(Some((_, status))) => {
-                    exited.push(Exited {
+                    exited.push(Event::Exited(Exited {
                         pid,
                         name: std::mem::take(name),
                         status: ExitStatus::from_raw(status.as_raw()),
-                    });
+                    }));
                     false
                 }
                 Err(rustix::io::Errno::INTR) => true,
@@ -251,9 +351,35 @@ impl Launcher {
         self.mode = mode;
     }
 
-    /// How many started children are still running.
+    /// The launch helper's socket, for the event loop to watch; `None` without a helper or
+    /// once it is gone.
+    pub(crate) fn helper_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.helper.as_ref().and_then(Helper::fd)
+    }
+
+    /// Whether requests wait for room in the launch helper's socket.
+    pub(crate) fn helper_wants_write(&self) -> bool {
+        self.helper.as_ref().is_some_and(Helper::wants_write)
+    }
+
+    /// Sends the launch helper the requests that wait; call it when its socket is writable.
+    pub(crate) fn flush_helper(&mut self) {
+        if let Some(helper) = &mut self.helper {
+            helper.flush();
+        }
+    }
+
+    /// Reads the launch helper's answers; call it when its socket is readable or hung up.
+    pub(crate) fn helper_replies(&mut self) -> Vec<Event> {
+        self.helper
+            .as_mut()
+            .map(Helper::receive)
+            .unwrap_or_default()
+    }
+
+    /// How many started children are still running (the launch helper's included).
     pub(crate) fn running(&self) -> usize {
-        self.children.len()
+        self.children.len() + self.helper.as_ref().map_or(0, Helper::running)
     }
 
     /// The ids to switch to for `spec`, or `None` when the bus already runs as that user.
@@ -294,21 +420,41 @@ impl Launcher {
 impl LaunchError {
     /// The D-Bus error for the callers waiting on the activation, as dbus-daemon words it.
     pub(crate) fn dbus_error(&self) -> (&'static str, String) {
-        let name = match self {
+        (self.kind().dbus_name(), self.to_string())
+    }
+
+    /// Which D-Bus error this is.
+    pub(crate) fn kind(&self) -> FailureKind {
+        match self {
             LaunchError::Exec {
                 error: ExecError::UnclosedQuote | ExecError::TrailingBackslash,
                 ..
-            } => "org.freedesktop.DBus.Error.InvalidArgs",
-            LaunchError::Exec { .. } | LaunchError::NoUser { .. } => {
-                "org.freedesktop.DBus.Error.Spawn.FileInvalid"
-            }
-            LaunchError::UnknownUser { .. } => "org.freedesktop.DBus.Error.Spawn.FileInvalid",
-            LaunchError::NotPermitted { .. } => {
+            } => FailureKind::InvalidArgs,
+            LaunchError::Exec { .. }
+            | LaunchError::NoUser { .. }
+            | LaunchError::UnknownUser { .. } => FailureKind::FileInvalid,
+            LaunchError::NotProvided { .. } => FailureKind::ServiceNotFound,
+            LaunchError::NotPermitted { .. } => FailureKind::PermissionsInvalid,
+            LaunchError::Spawn { .. } => FailureKind::ExecFailed,
+            LaunchError::Helper { kind, .. } => *kind,
+            LaunchError::HelperGone { .. } => FailureKind::Failed,
+        }
+    }
+}
+
+impl FailureKind {
+    /// The error's name on the bus.
+    pub(crate) fn dbus_name(self) -> &'static str {
+        match self {
+            FailureKind::InvalidArgs => "org.freedesktop.DBus.Error.InvalidArgs",
+            FailureKind::FileInvalid => "org.freedesktop.DBus.Error.Spawn.FileInvalid",
+            FailureKind::ServiceNotFound => "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
+            FailureKind::PermissionsInvalid => {
                 "org.freedesktop.DBus.Error.Spawn.PermissionsInvalid"
             }
-            LaunchError::Spawn { .. } => "org.freedesktop.DBus.Error.Spawn.ExecFailed",
-        };
-        (name, self.to_string())
+            FailureKind::ExecFailed => "org.freedesktop.DBus.Error.Spawn.ExecFailed",
+            FailureKind::Failed => "org.freedesktop.DBus.Error.Spawn.Failed",
+        }
     }
 }
 
@@ -334,6 +480,14 @@ impl fmt::Display for LaunchError {
                 let reason = text.split(" (os error").next().unwrap_or_default();
                 write!(f, "Failed to execute program {name}: {reason}")
             }
+            LaunchError::NotProvided { name } => {
+                write!(f, "The name {name} was not provided by any .service files")
+            }
+            LaunchError::Helper { text, .. } => f.write_str(text),
+            LaunchError::HelperGone { name, reason } => write!(
+                f,
+                "Cannot start {name}: the launch helper is not running ({reason})"
+            ),
         }
     }
 }
@@ -543,11 +697,23 @@ mod tests {
     fn wait_for(launcher: &mut Launcher, pid: u32) -> Exited {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(e) = launcher.reap().into_iter().find(|e| e.pid == pid) {
+            let exited = launcher.reap().into_iter().find_map(|e| match e {
+                Event::Exited(e) if e.pid == pid => Some(e),
+                _ => None,
+            });
+            if let Some(e) = exited {
                 return e;
             }
             assert!(Instant::now() < deadline, "pid {pid} did not exit");
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The pid of a start that runs at once.
+    fn running(start: Result<Start, LaunchError>) -> u32 {
+        match start {
+            Ok(Start::Running(pid)) => pid,
+            other => panic!("not started at once: {other:?}"),
         }
     }
 
@@ -579,14 +745,12 @@ mod tests {
         bus_type: Option<&str>,
     ) -> String {
         let exec = format!("/bin/sh -c {PROBE} probe {} \"two words\"", out.display());
-        let pid = launcher
-            .spawn(
-                &spec(&exec, user),
-                activation,
-                "unix:path=/x,guid=0",
-                bus_type,
-            )
-            .unwrap();
+        let pid = running(launcher.spawn(
+            &spec(&exec, user),
+            activation,
+            "unix:path=/x,guid=0",
+            bus_type,
+        ));
         let exited = wait_for(launcher, pid);
         assert_eq!(exited.status.code(), Some(0), "{exited:?}");
         assert_eq!(exited.name, "org.example.Test");
@@ -762,7 +926,7 @@ mod tests {
             ),
         ];
         for (exec, want) in cases {
-            let pid = launcher.spawn(&spec(exec, None), &none, "a", None).unwrap();
+            let pid = running(launcher.spawn(&spec(exec, None), &none, "a", None));
             let exited = wait_for(&mut launcher, pid);
             let got = exit_error(&exited.name, exited.status);
             assert_eq!(got.as_ref().map(|(n, m)| (*n, m.as_str())), *want, "{exec}");

@@ -20,6 +20,7 @@ mod event_loop;
 mod ids;
 mod inotify;
 mod keyring;
+mod launch_helper;
 mod launcher;
 mod listener;
 mod log;
