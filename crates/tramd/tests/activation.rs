@@ -5,8 +5,9 @@
 //! Every observable behaviour is checked on dbus-daemon first and then on the bus under test
 //! (`TRAM_TEST_BUS`, tramd by default), with the same expectations: error names, error texts
 //! (but for the time-out's wording), which calls are delivered and in what order. What only
-//! tramd can show (services run as another user without dbus-daemon's setuid helper) runs on
-//! tramd alone.
+//! tramd can show (services run as another user without dbus-daemon's setuid helper: in
+//! process while the bus is root, through its launch helper once it dropped root) runs on tramd
+//! alone.
 
 mod common;
 
@@ -23,6 +24,8 @@ const START_TIMEOUT: Duration = Duration::from_millis(1500);
 const SPAWN_CHILD_EXITED: &str = "org.freedesktop.DBus.Error.Spawn.ChildExited";
 const SPAWN_CHILD_SIGNALED: &str = "org.freedesktop.DBus.Error.Spawn.ChildSignaled";
 const SPAWN_EXEC_FAILED: &str = "org.freedesktop.DBus.Error.Spawn.ExecFailed";
+const SPAWN_FILE_INVALID: &str = "org.freedesktop.DBus.Error.Spawn.FileInvalid";
+const SPAWN_FAILED: &str = "org.freedesktop.DBus.Error.Spawn.Failed";
 const TIMED_OUT: &str = "org.freedesktop.DBus.Error.TimedOut";
 const ACTIVATABLE_CHANGED: &str =
     "type='signal',interface='org.freedesktop.DBus',member='ActivatableServicesChanged'";
@@ -500,4 +503,288 @@ fn systemd_activation_waits_for_systemd_to_connect() {
             reply.describe()
         );
     }
+}
+
+/// An account: its name and uid.
+type Account = (&'static str, u32);
+
+/// The accounts a system bus that drops root is tested with: the bus's `<user>` (`messagebus`,
+/// or `nobody` where there is none) and another one for its services (`daemon`); `None` (the
+/// test is skipped, saying why) when not root or an account is missing.
+fn accounts_for_dropping_root() -> Option<(Account, Account)> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: a bus that drops root must start as root");
+        return None;
+    }
+    let bus = ["messagebus", "nobody"]
+        .into_iter()
+        .find_map(|name| Some((name, uid_of(name)?)));
+    let service = ["daemon", "nobody"]
+        .into_iter()
+        .find_map(|name| Some((name, uid_of(name)?)))
+        .filter(|service| Some(service.0) != bus.map(|b| b.0));
+    match (bus, service) {
+        (Some(bus), Some(service)) => Some((bus, service)),
+        _ => {
+            eprintln!("skipped: /etc/passwd lacks messagebus or nobody, and daemon");
+            None
+        }
+    }
+}
+
+/// The uid of the account `name` in `/etc/passwd`.
+fn uid_of(name: &str) -> Option<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name)).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+/// A system bus as the stock system.conf sets one up on a machine: started as root, it drops to
+/// `bus_user` and starts services as their `User=` (`<servicehelper>`), so through its launch
+/// helper; the services are `(file name, text)` in `@DIR@/services`.
+fn system_bus_dropping_root(bus_user: &str, services: &[(String, String)]) -> Daemon {
+    let config = busconfig(&format!(
+        "<type>system</type>\n<user>{bus_user}</user>\n<listen>unix:path=@DIR@/bus</listen>\n\
+         <auth>EXTERNAL</auth>\n\
+         <servicehelper>/usr/lib/dbus-1.0/dbus-daemon-launch-helper</servicehelper>\n\
+         <servicedir>@DIR@/services</servicedir>\n\
+         <limit name=\"service_start_timeout\">{}</limit>\n\
+         <policy context=\"default\">\n<allow user=\"*\"/>\n<allow own=\"*\"/>\n\
+         <allow send_destination=\"*\" eavesdrop=\"true\"/>\n<allow eavesdrop=\"true\"/>\n</policy>",
+        START_TIMEOUT.as_millis()
+    ));
+    let mut launch = Launch::new(BusKind::Tramd)
+        .config(&config)
+        .file(SERVICE_SCRIPT, SERVICE_PY);
+    for (name, text) in services {
+        launch = launch.file(&format!("services/{name}"), text);
+    }
+    launch.start()
+}
+
+/// The service file `NAME.service` for `name` running `exec`, with `User=user` when given.
+fn user_service(name: &str, exec: &str, user: Option<&str>) -> (String, String) {
+    let user = user.map(|u| format!("User={u}\n")).unwrap_or_default();
+    (
+        format!("{name}.service"),
+        format!("{}{user}", boot::service_file(name, exec)),
+    )
+}
+
+/// The processes whose parent is `parent`: (pid, command name).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_owned();
+            let ppid: u32 = tail.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some((pid, comm))
+        })
+        .collect()
+}
+
+/// The real uid of process `pid`, from `/proc`.
+fn uid_of_process(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// The bus's launch helper: its pid, checked to be its only child named so, and root. (It
+/// takes its name once set up, which may be after the bus printed its address.)
+fn launch_helper_of(bus: &Daemon) -> u32 {
+    let helpers = || -> Vec<u32> {
+        children_of(bus.pid())
+            .into_iter()
+            .filter(|(_, comm)| comm == "tramd-launcher")
+            .map(|(pid, _)| pid)
+            .collect()
+    };
+    boot::wait_until(DEADLINE, || !helpers().is_empty());
+    let [helper] = helpers()[..] else {
+        panic!(
+            "one launch helper expected among the bus's children: {:?}",
+            children_of(bus.pid())
+        );
+    };
+    assert_eq!(
+        uid_of_process(helper),
+        Some(0),
+        "the launch helper keeps root"
+    );
+    helper
+}
+
+#[test]
+fn a_bus_that_dropped_root_starts_user_services_through_its_helper() {
+    let Some(((bus_user, bus_uid), (service_user, service_uid))) = accounts_for_dropping_root()
+    else {
+        return;
+    };
+    let name = "org.example.AsOther";
+    let services = [user_service(
+        name,
+        &boot::serve_exec("@DIR@", name),
+        Some(service_user),
+    )];
+    let bus = system_bus_dropping_root(bus_user, &services);
+    let mut c = bus.raw();
+    // The bus itself runs as its <user> (it serves clients only once it changed); only the
+    // helper keeps root.
+    c.bus_ok("GetId", vec![]);
+    assert_eq!(uid_of_process(bus.pid()), Some(bus_uid), "{}", bus.stderr());
+    launch_helper_of(&bus);
+    let driver_uid = c.bus_ok("GetConnectionUnixUser", vec![Value::str(BUS)]);
+    assert_eq!(driver_uid, [Value::U32(bus_uid)]);
+
+    let mut ask = |member: &str, args: Vec<Value>| {
+        let reply = c.call(call(name, member, args));
+        answer(&reply).unwrap_or_else(|e| panic!("{member}: {e}; bus stderr:\n{}", bus.stderr()))
+    };
+    assert_eq!(ask("Uid", vec![]), service_uid.to_string());
+    // Nothing of the bus's environment: only what the helper was forked with.
+    assert_eq!(ask("Env", vec![Value::str("PATH")]), "");
+    assert_eq!(
+        ask("Env", vec![Value::str("DBUS_STARTER_BUS_TYPE")]),
+        "system"
+    );
+    assert_eq!(
+        ask("Env", vec![Value::str("DBUS_SYSTEM_BUS_ADDRESS")]),
+        bus.address()
+    );
+    assert_eq!(
+        ask("Env", vec![Value::str("DBUS_STARTER_ADDRESS")]),
+        bus.address()
+    );
+    let uid = c.bus_ok("GetConnectionUnixUser", vec![Value::str(name)]);
+    assert_eq!(uid, [Value::U32(service_uid)]);
+    let started = c.bus_ok("StartServiceByName", vec![Value::str(name), Value::U32(0)]);
+    assert_eq!(started, [Value::U32(2)], "already running");
+}
+
+#[test]
+fn failed_starts_through_the_helper_answer_with_their_cause() {
+    let Some(((bus_user, _), (service_user, _))) = accounts_for_dropping_root() else {
+        return;
+    };
+    let failures = [
+        (
+            user_service(
+                "org.example.NoSuchUser",
+                "/bin/true",
+                Some("tram-no-such-user"),
+            ),
+            SPAWN_FILE_INVALID,
+            "Cannot start org.example.NoSuchUser: user \"tram-no-such-user\" does not exist",
+        ),
+        (
+            user_service("org.example.NoUser", "/bin/true", None),
+            SPAWN_FILE_INVALID,
+            "The service file for org.example.NoUser does not name a User",
+        ),
+        (
+            user_service(
+                "org.example.Exits",
+                "/bin/sh -c 'exit 3'",
+                Some(service_user),
+            ),
+            SPAWN_CHILD_EXITED,
+            "Process org.example.Exits exited with status 3",
+        ),
+        (
+            user_service(
+                "org.example.Missing",
+                "@DIR@/no-such-program",
+                Some(service_user),
+            ),
+            SPAWN_EXEC_FAILED,
+            "Failed to execute program org.example.Missing: No such file or directory",
+        ),
+    ];
+    let services: Vec<(String, String)> = failures.iter().map(|(s, ..)| s.clone()).collect();
+    let bus = system_bus_dropping_root(bus_user, &services);
+    let mut caller = bus.raw();
+    let mut starter = bus.raw();
+    for ((file, _), error, text) in &failures {
+        let name = file.trim_end_matches(".service");
+        let begun = Instant::now();
+        // Two callers wait on one start: a message for the name and StartServiceByName.
+        let call_serial = caller.send(&call(name, "Ping", vec![]));
+        let start_serial = starter.send(&RawMessage::bus_call(
+            "StartServiceByName",
+            vec![Value::str(name), Value::U32(0)],
+        ));
+        for reply in [
+            caller.wait_reply(call_serial),
+            starter.wait_reply(start_serial),
+        ] {
+            assert!(
+                reply.is_error(error),
+                "{name}: {}; bus stderr:\n{}",
+                reply.describe(),
+                bus.stderr()
+            );
+            assert_eq!(reply.str_arg(0), Some(*text), "{name}");
+        }
+        assert!(
+            begun.elapsed() < START_TIMEOUT,
+            "{name}: answered after {:?}, not at once",
+            begun.elapsed()
+        );
+    }
+    launch_helper_of(&bus);
+}
+
+#[test]
+fn a_bus_whose_helper_died_fails_user_services() {
+    let Some(((bus_user, _), (service_user, _))) = accounts_for_dropping_root() else {
+        return;
+    };
+    let name = "org.example.AfterHelper";
+    let services = [user_service(
+        name,
+        &boot::serve_exec("@DIR@", name),
+        Some(service_user),
+    )];
+    let bus = system_bus_dropping_root(bus_user, &services);
+    let helper = launch_helper_of(&bus);
+    let pid = rustix::process::Pid::from_raw(helper as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("killing the helper");
+    // Gone from /proc once the bus has reaped it.
+    assert!(
+        boot::wait_until(DEADLINE, || !std::path::Path::new(&format!(
+            "/proc/{helper}"
+        ))
+        .exists()),
+        "the bus did not reap its launch helper"
+    );
+    let mut c = bus.raw();
+    for _ in 0..2 {
+        let reply = c.call(call(name, "Ping", vec![]));
+        assert!(reply.is_error(SPAWN_FAILED), "{}", reply.describe());
+        let text = reply.str_arg(0).unwrap_or_default();
+        assert!(
+            text.starts_with(&format!(
+                "Cannot start {name}: the launch helper is not running ("
+            )),
+            "{text}"
+        );
+    }
+    // Said once in the log, and the bus serves on.
+    assert_eq!(
+        bus.stderr().matches("the launch helper stopped").count(),
+        1,
+        "{}",
+        bus.stderr()
+    );
+    assert_eq!(c.bus_ok("GetId", vec![]).len(), 1);
 }
