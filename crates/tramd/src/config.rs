@@ -21,44 +21,11 @@ use std::time::Duration;
 
 use tram_bus::policy::{Context, IdMatch, Policy, Rule, RuleKind};
 use tram_config::{BusKind, ServiceDir, XdgDirs};
+use tram_sasl::Mechanism;
 
 use crate::cli::ConfigSource;
 use crate::launcher::LaunchMode;
 use crate::services;
-
-/// A SASL mechanism the daemon can offer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mechanism {
-    /// `EXTERNAL`: the kernel's peer credentials (unix sockets only).
-    External,
-    /// `DBUS_COOKIE_SHA1`: proof of reading a secret in the user's home directory.
-    CookieSha1,
-    /// `ANONYMOUS`: no identity; admitted only with `<allow_anonymous/>`.
-    Anonymous,
-}
-
-impl Mechanism {
-    /// Every mechanism, in the order dbus-daemon lists them.
-    pub(crate) const ALL: [Mechanism; 3] = [
-        Mechanism::External,
-        Mechanism::CookieSha1,
-        Mechanism::Anonymous,
-    ];
-
-    /// The name used on the wire and in `<auth>`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mechanism::External => "EXTERNAL",
-            Mechanism::CookieSha1 => "DBUS_COOKIE_SHA1",
-            Mechanism::Anonymous => "ANONYMOUS",
-        }
-    }
-
-    /// The mechanism called `name`.
-    pub(crate) fn from_name(name: &str) -> Option<Mechanism> {
-        Mechanism::ALL.into_iter().find(|m| m.name() == name)
-    }
-}
 
 /// Connection limits enforced by the daemon (the bus core enforces the others).
 #[derive(Debug, Clone, PartialEq, Eq)]

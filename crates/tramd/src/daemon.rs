@@ -35,19 +35,19 @@ use std::time::SystemTime;
 use rustix::process::{Resource, getrlimit, setrlimit};
 use tram_bus::{Bus, BusConfig};
 use tram_config::UserEntry;
+use tram_sasl::{Cookie, CookieAuthority, Identity, SaslServer};
 
 use crate::cli::{ConfigSource, Options, PrintTarget, SyslogMode};
 use crate::config::{self, LoadError, Loaded};
 use crate::event_loop::{Boot, EventLoop, Reloader, SaslServers, Settings};
 use crate::ids::{self, MachineIdSource};
-use crate::keyring::{Cookie, Keyrings};
+use crate::keyring::Keyrings;
 use crate::launch_helper::{Helper, HelperConfig};
 use crate::launcher::LaunchMode;
 use crate::listener::{ListenError, Listener, PassedSockets};
 use crate::log;
 use crate::notify::{self, Notifier};
 use crate::process::{self, Forked, PidFile, PidFileError};
-use crate::sasl::{CookieAuthority, Identity, SaslServer};
 use crate::signals::Signals;
 
 /// Why the daemon could not start or stopped abnormally.

@@ -61,6 +61,7 @@ use rustix::net::SocketFlags;
 use rustix::time::Timespec;
 use tram_bus::{Action, ActivationRequest, Bus, BusConfig, Credentials, PeerId, ReloadToken};
 use tram_config::ServiceDir;
+use tram_sasl::{Outcome, Progress, Sasl, SaslServer};
 use tram_wire::{Message, MessageBuilder, MessageType};
 
 use crate::config::Limits;
@@ -72,7 +73,6 @@ use crate::launcher::{self, Event, LaunchMode, LaunchSpec, Launcher, Start};
 use crate::listener::{Listener, NONCE_LEN, NonceFile, Transport};
 use crate::log::{self, Level, PeerLabel};
 use crate::notify::Notifier;
-use crate::sasl::{Outcome, Progress, Sasl, SaslServer};
 use crate::services;
 use crate::signals::Signals;
 

@@ -15,6 +15,9 @@
 //!   younger than 5 minutes if the user's own programs left one, and fails otherwise; it never
 //!   creates files in someone else's home directory.
 //!
+//! The [`Cookie`]s handed out here are what DBUS_COOKIE_SHA1 in `tram_sasl` challenges clients
+//! with, through its `CookieAuthority`.
+//!
 //! Home directories come from `/etc/passwd`, read directly (no NSS), as everywhere in tramd.
 //! Taking the lock may block the event loop for up to [`LOCK_WAIT`] when another process holds
 //! it, which only happens while that process rewrites the file.
@@ -26,10 +29,10 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tram_sasl::{CONTEXT, Cookie};
+
 use crate::ids;
 
-/// The cookie context tramd uses, the specification's default.
-pub(crate) const CONTEXT: &str = "org_freedesktop_general";
 /// A lock file older than this is taken to be left behind by a crashed process.
 pub(crate) const STALE_LOCK: Duration = Duration::from_secs(30);
 /// How long taking the lock waits for another process at most.
@@ -55,17 +58,6 @@ pub(crate) struct Account {
     pub(crate) gid: u32,
     /// The home directory.
     pub(crate) home: PathBuf,
-}
-
-/// One cookie: its id and its secret as lowercase hex, the form that is hashed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Cookie {
-    /// The cookie id.
-    pub(crate) id: u32,
-    /// When it was created, in seconds since the epoch.
-    pub(crate) created: i64,
-    /// The secret, lowercase hex.
-    pub(crate) secret: String,
 }
 
 /// Why no cookie could be had.

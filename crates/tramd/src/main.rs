@@ -27,9 +27,7 @@ mod log;
 mod notify;
 mod process;
 mod run_session;
-mod sasl;
 mod services;
-mod sha1;
 mod signals;
 mod socket_activation;
 
