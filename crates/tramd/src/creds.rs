@@ -170,7 +170,7 @@ fn peer_pidfd(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 }
 
 /// The filesystem type of pidfs (`PID_FS_MAGIC`).
-const PIDFS_MAGIC: i64 = 0x5049_4446;
+const PIDFS_MAGIC: u32 = 0x5049_4446;
 
 thread_local! {
     /// The pidfds connections hold, by inode, on the thread that accepts connections (tramd
@@ -189,7 +189,8 @@ fn shared_pidfd(pidfd: OwnedFd) -> Arc<OwnedFd> {
 /// The inode of a pidfd on pidfs, which names its process uniquely; `None` elsewhere.
 fn pidfs_inode(pidfd: &OwnedFd) -> Option<u64> {
     let fs = rustix::fs::fstatfs(pidfd).ok()?;
-    if i64::from(fs.f_type) != PIDFS_MAGIC {
+    // `f_type` is a word of the platform's width; the magic numbers fit in 32 bits.
+    if fs.f_type as u32 != PIDFS_MAGIC {
         return None;
     }
     let stat = rustix::fs::fstat(pidfd).ok()?;
