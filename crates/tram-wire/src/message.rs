@@ -165,28 +165,58 @@ pub fn frame_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
     Ok(Some(total_len(fields_len, body_len)?.1))
 }
 
+/// Given the first bytes of a message, how long a buffer [`Message::receive_in_place`] needs
+/// for it: the message, and room for the header [`Message::stamp_sender`] will give it when
+/// `sender` forwards it.
+///
+/// # Errors
+/// As [`frame_len`].
+pub fn receive_buffer_len(prefix: &[u8], sender: Option<&str>) -> Result<Option<usize>, WireError> {
+    let Some(total) = frame_len(prefix)? else {
+        return Ok(None);
+    };
+    let Some(sender) = sender else {
+        return Ok(Some(total));
+    };
+    // The stamped header keeps at most the fields there are, each where it was relative to a
+    // multiple of 8, and adds SENDER.
+    let fields = align_up(
+        Bytes {
+            data: prefix,
+            big: prefix.first() == Some(&b'B'),
+        }
+        .u32_at(12)
+        .map_or(0, |n| n as usize),
+        8,
+    );
+    Ok(Some(
+        total + FIXED_HEADER_LEN + fields + align_up(8 + sender.len() + 1, 8),
+    ))
+}
+
 /// A complete message, validated once by [`Message::parse`].
 ///
 /// The bytes are reference-counted: cloning a `Message` and turning it into [`Outgoing`] copies
 /// no message data.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub(crate) data: Arc<[u8]>,
-    pub(crate) fds: Arc<[OwnedFd]>,
-    pub(crate) endian: Endian,
-    pub(crate) mtype: MessageType,
-    pub(crate) flags: Flags,
-    pub(crate) serial: u32,
-    pub(crate) reply_serial: Option<u32>,
-    pub(crate) path: Option<Span>,
-    pub(crate) interface: Option<Span>,
-    pub(crate) member: Option<Span>,
-    pub(crate) error_name: Option<Span>,
-    pub(crate) destination: Option<Span>,
-    pub(crate) sender: Option<Span>,
-    pub(crate) signature: Option<Span>,
-    pub(crate) unix_fds: u32,
-    pub(crate) body_start: u32,
+    /// The message is `data[..len]`. A message read by [`Message::receive`] is followed there
+    /// by the header [`Message::stamp_sender`] gives it (`stamp`).
+    data: Arc<[u8]>,
+    len: u32,
+    /// The fds, unless there are none.
+    fds: Option<Arc<[OwnedFd]>>,
+    h: Header,
+    stamp: Option<Stamp>,
+}
+
+/// A forwarding header prepared in a message's own buffer.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    /// The whole header.
+    head: Span,
+    /// The value of its SENDER field.
+    sender: Span,
 }
 
 impl Message {
@@ -224,7 +254,8 @@ impl Message {
     ) -> Result<Message, WireError> {
         let received = check_fd_count.then_some(fds.len());
         let h = validate(&data, received)?;
-        Ok(Message::from_validated(data, fds, h))
+        let len = data.len();
+        Ok(Message::from_validated(data, len, fds, h, None))
     }
 
     /// [`Message::parse`] for a message read from a stream, whose fds arrived in `queue` (in the
@@ -238,110 +269,158 @@ impl Message {
         queue: &mut VecDeque<OwnedFd>,
     ) -> Result<Message, WireError> {
         let h = validate(&data, None)?;
-        let declared = h.unix_fds;
-        if declared as usize > queue.len() {
-            return Err(WireError::FdCountMismatch {
-                declared,
-                received: queue.len(),
-            });
-        }
-        let fds = queue.drain(..declared as usize).collect();
-        Ok(Message::from_validated(data, fds, h))
+        let fds = take_fds(&h, queue)?;
+        let len = data.len();
+        Ok(Message::from_validated(data, len, fds, h, None))
     }
 
-    fn from_validated(data: Arc<[u8]>, fds: Vec<OwnedFd>, h: Header) -> Message {
-        let fds = if fds.is_empty() {
-            no_fds()
-        } else {
-            Arc::from(fds)
+    /// [`Message::parse_from_queue`] for a message still in a receive buffer: `frame` is
+    /// validated where it is, and only a valid message is copied into a buffer of its own.
+    ///
+    /// With `sender` (the sending connection's unique name), the copy is followed by the header
+    /// [`Message::stamp_sender`] gives the message for that sender, so that forwarding it
+    /// allocates nothing more.
+    ///
+    /// # Errors
+    /// As [`Message::parse_from_queue`].
+    pub fn receive(
+        frame: &[u8],
+        queue: &mut VecDeque<OwnedFd>,
+        sender: Option<&str>,
+    ) -> Result<Message, WireError> {
+        let h = validate(frame, None)?;
+        let fds = take_fds(&h, queue)?;
+        let plan = sender.map(|s| StampPlan::new(frame, &h, s.as_bytes()));
+        let room = plan.as_ref().map_or(0, |p| p.len);
+        let mut data: Arc<[u8]> = std::iter::repeat_n(0, frame.len() + room).collect();
+        let stamp = match Arc::get_mut(&mut data).map(|d| d.split_at_mut(frame.len())) {
+            Some((copy, tail)) => {
+                copy.copy_from_slice(frame);
+                plan.and_then(|p| p.write(tail, frame.len()))
+            }
+            // Not reached: the buffer was just made. Copying is still correct.
+            None => {
+                data = Arc::from(frame);
+                None
+            }
         };
+        Ok(Message::from_validated(data, frame.len(), fds, h, stamp))
+    }
+
+    /// [`Message::receive`] for a message read straight into a buffer of its own: the message
+    /// is `buf[..len]`; when `buf` is not shared and has room after it (see
+    /// [`receive_buffer_len`]), the header for `sender` is prepared there. Bytes after the
+    /// message need not be zero.
+    ///
+    /// # Errors
+    /// As [`Message::parse_from_queue`]; [`WireError::Truncated`] when `buf` is shorter than
+    /// `len`.
+    pub fn receive_in_place(
+        mut buf: Arc<[u8]>,
+        len: usize,
+        queue: &mut VecDeque<OwnedFd>,
+        sender: Option<&str>,
+    ) -> Result<Message, WireError> {
+        let h = validate(buf.get(..len).ok_or(WireError::Truncated)?, None)?;
+        let fds = take_fds(&h, queue)?;
+        let stamp = match (sender, Arc::get_mut(&mut buf)) {
+            (Some(sender), Some(buf)) => {
+                let (frame, tail) = buf.split_at_mut(len);
+                let plan = StampPlan::new(frame, &h, sender.as_bytes());
+                (plan.len <= tail.len())
+                    .then(|| plan.write(tail, len))
+                    .flatten()
+            }
+            _ => None,
+        };
+        Ok(Message::from_validated(buf, len, fds, h, stamp))
+    }
+
+    fn from_validated(
+        data: Arc<[u8]>,
+        len: usize,
+        fds: Vec<OwnedFd>,
+        h: Header,
+        stamp: Option<Stamp>,
+    ) -> Message {
+        let fds = (!fds.is_empty()).then(|| Arc::from(fds));
         Message {
             data,
+            // At most MAX_MESSAGE_LEN: validated.
+            len: len as u32,
             fds,
-            endian: h.endian,
-            mtype: h.mtype,
-            flags: h.flags,
-            serial: h.serial,
-            reply_serial: h.reply_serial,
-            path: h.path,
-            interface: h.interface,
-            member: h.member,
-            error_name: h.error_name,
-            destination: h.destination,
-            sender: h.sender,
-            signature: h.signature,
-            unix_fds: h.unix_fds,
-            body_start: h.body_start,
+            h,
+            stamp,
         }
     }
 
     /// Byte order.
     pub fn endian(&self) -> Endian {
-        self.endian
+        self.h.endian
     }
     /// Message type.
     pub fn message_type(&self) -> MessageType {
-        self.mtype
+        self.h.mtype
     }
     /// Header flags.
     pub fn flags(&self) -> Flags {
-        self.flags
+        self.h.flags
     }
     /// The sender's serial for this message (never zero).
     pub fn serial(&self) -> u32 {
-        self.serial
+        self.h.serial
     }
     /// REPLY_SERIAL, for method returns and errors.
     pub fn reply_serial(&self) -> Option<u32> {
-        self.reply_serial
+        self.h.reply_serial
     }
     /// PATH.
     pub fn path(&self) -> Option<&str> {
-        self.field(self.path)
+        self.field(self.h.path)
     }
     /// INTERFACE.
     pub fn interface(&self) -> Option<&str> {
-        self.field(self.interface)
+        self.field(self.h.interface)
     }
     /// MEMBER.
     pub fn member(&self) -> Option<&str> {
-        self.field(self.member)
+        self.field(self.h.member)
     }
     /// ERROR_NAME.
     pub fn error_name(&self) -> Option<&str> {
-        self.field(self.error_name)
+        self.field(self.h.error_name)
     }
     /// DESTINATION.
     pub fn destination(&self) -> Option<&str> {
-        self.field(self.destination)
+        self.field(self.h.destination)
     }
     /// SENDER as written in the message (the bus replaces it when forwarding).
     pub fn sender(&self) -> Option<&str> {
-        self.field(self.sender)
+        self.field(self.h.sender)
     }
     /// SIGNATURE of the body; `""` when absent.
     pub fn signature(&self) -> &str {
-        self.field(self.signature).unwrap_or("")
+        self.field(self.h.signature).unwrap_or("")
     }
     /// UNIX_FDS: how many fds the message carries.
     pub fn unix_fds(&self) -> u32 {
-        self.unix_fds
+        self.h.unix_fds
     }
     /// The fds that came with the message.
     pub fn fds(&self) -> &[OwnedFd] {
-        &self.fds
+        self.fds.as_deref().unwrap_or_default()
     }
     /// The whole message as received.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.data
+        self.data.get(..self.len as usize).unwrap_or_default()
     }
     /// The body bytes.
     pub fn body(&self) -> &[u8] {
-        &self.data[self.body_start as usize..]
+        self.data.get(self.body_span().range()).unwrap_or_default()
     }
     /// Whether a reply is expected: a method call without NO_REPLY_EXPECTED.
     pub fn expects_reply(&self) -> bool {
-        self.mtype == MessageType::MethodCall && !self.flags.no_reply_expected()
+        self.h.mtype == MessageType::MethodCall && !self.h.flags.no_reply_expected()
     }
 
     /// The form the bus forwards: a new header with every known field of this message except
@@ -349,7 +428,9 @@ impl Message {
     /// this message's body (shared, not copied). Unknown header fields are dropped.
     ///
     /// The fields are written in field-code order. `sender` must be a valid bus name (the bus
-    /// passes the sender's unique name). The new header is the only allocation, sized exactly.
+    /// passes the sender's unique name). When [`Message::receive`] prepared the header for this
+    /// `sender`, nothing is allocated; otherwise the new header is the only allocation, sized
+    /// exactly.
     ///
     /// The result can exceed [`MAX_MESSAGE_LEN`] by the length of the new SENDER when this
     /// message was already at the limit; a caller that cares compares [`Outgoing::len`].
@@ -358,57 +439,46 @@ impl Message {
             crate::names::is_valid_bus_name(sender),
             "invalid SENDER {sender:?}"
         );
-        let span = |s: Option<Span>| s.and_then(|s| self.data.get(s.range()));
-        let mut fields = HeaderFields::default();
-        if let Some(v) = span(self.path) {
-            fields.push(FIELD_PATH, FieldValue::Str(b'o', v));
-        }
-        if let Some(v) = span(self.interface) {
-            fields.push(FIELD_INTERFACE, FieldValue::Str(b's', v));
-        }
-        if let Some(v) = span(self.member) {
-            fields.push(FIELD_MEMBER, FieldValue::Str(b's', v));
-        }
-        if let Some(v) = span(self.error_name) {
-            fields.push(FIELD_ERROR_NAME, FieldValue::Str(b's', v));
-        }
-        if let Some(v) = self.reply_serial {
-            fields.push(FIELD_REPLY_SERIAL, FieldValue::U32(v));
-        }
-        if let Some(v) = span(self.destination) {
-            fields.push(FIELD_DESTINATION, FieldValue::Str(b's', v));
-        }
-        fields.push(FIELD_SENDER, FieldValue::Str(b's', sender.as_bytes()));
-        if let Some(v) = span(self.signature) {
-            fields.push(FIELD_SIGNATURE, FieldValue::Sig(v));
-        }
-        if self.unix_fds != 0 {
-            fields.push(FIELD_UNIX_FDS, FieldValue::U32(self.unix_fds));
-        }
-        let mut head = Vec::with_capacity(fields.header_len());
-        head.extend_from_slice(self.data.get(..12).unwrap_or_default());
-        fields.write(&mut head, self.endian);
-        debug_assert_eq!(head.len(), head.capacity());
+        let (own_head, head) = match self.stamp {
+            Some(stamp) if self.data.get(stamp.sender.range()) == Some(sender.as_bytes()) => {
+                (Box::default(), stamp.head)
+            }
+            _ => {
+                let plan = StampPlan::new(self.as_bytes(), &self.h, sender.as_bytes());
+                let mut head = vec![0; plan.len].into_boxed_slice();
+                plan.write(&mut head, 0);
+                (head, Span::default())
+            }
+        };
         Outgoing {
-            head: head.into_boxed_slice(),
+            own_head,
+            head,
             data: self.data.clone(),
-            data_start: self.body_start,
+            body: self.body_span(),
             fds: self.fds.clone(),
         }
     }
 
     /// Offset of the body in [`Message::as_bytes`] (the header length, a multiple of 8).
     pub fn body_offset(&self) -> usize {
-        self.body_start as usize
+        self.h.body_start as usize
     }
 
     /// This message sent exactly as it is (for messages the bus built itself).
     pub fn to_outgoing(&self) -> Outgoing {
         Outgoing {
-            head: Box::default(),
+            own_head: Box::default(),
+            head: Span::default(),
             data: self.data.clone(),
-            data_start: 0,
+            body: Span::new(0, self.len as usize),
             fds: self.fds.clone(),
+        }
+    }
+
+    fn body_span(&self) -> Span {
+        Span {
+            start: self.h.body_start,
+            len: self.len.saturating_sub(self.h.body_start),
         }
     }
 
@@ -421,16 +491,18 @@ impl Message {
 /// plus the fds to pass with its first byte. Shared by every receiver of a broadcast.
 #[derive(Debug)]
 pub struct Outgoing {
-    head: Box<[u8]>,
+    /// A header of its own; when empty, the header is `data[head]` (possibly empty too).
+    own_head: Box<[u8]>,
+    head: Span,
     data: Arc<[u8]>,
-    data_start: u32,
-    fds: Arc<[OwnedFd]>,
+    body: Span,
+    fds: Option<Arc<[OwnedFd]>>,
 }
 
 impl Outgoing {
     /// Total length in bytes.
     pub fn len(&self) -> usize {
-        self.head.len() + self.data.len() - self.data_start as usize
+        self.head().len() + self.body.len as usize
     }
     /// Never true: a message has at least a header.
     pub fn is_empty(&self) -> bool {
@@ -438,11 +510,205 @@ impl Outgoing {
     }
     /// The bytes to write, in order (either part may be empty).
     pub fn parts(&self) -> [&[u8]; 2] {
-        [&self.head, &self.data[self.data_start as usize..]]
+        [
+            self.head(),
+            self.data.get(self.body.range()).unwrap_or_default(),
+        ]
     }
     /// The fds to send with the first byte of the message.
     pub fn fds(&self) -> &[OwnedFd] {
-        &self.fds
+        self.fds.as_deref().unwrap_or_default()
+    }
+
+    fn head(&self) -> &[u8] {
+        if self.own_head.is_empty() {
+            self.data.get(self.head.range()).unwrap_or_default()
+        } else {
+            &self.own_head
+        }
+    }
+}
+
+/// Takes the fds a validated message declares from the front of `queue`.
+fn take_fds(h: &Header, queue: &mut VecDeque<OwnedFd>) -> Result<Vec<OwnedFd>, WireError> {
+    let declared = h.unix_fds;
+    if declared == 0 {
+        return Ok(Vec::new());
+    }
+    if declared as usize > queue.len() {
+        return Err(WireError::FdCountMismatch {
+            declared,
+            received: queue.len(),
+        });
+    }
+    Ok(queue.drain(..declared as usize).collect())
+}
+
+/// The header [`Message::stamp_sender`] writes for one message and sender.
+struct StampPlan<'a> {
+    frame: &'a [u8],
+    h: &'a Header,
+    sender: &'a [u8],
+    fields_len: u32,
+    /// The length of the whole header, padding included.
+    len: usize,
+}
+
+/// One field of a stamped header, for headers not in canonical order.
+#[derive(Clone, Copy)]
+enum StampField<'a> {
+    /// A whole field (code, variant signature, value) copied from the original header.
+    Raw(&'a [u8]),
+    /// A `u` field with this code.
+    U32(u8, u32),
+    /// SENDER.
+    Sender,
+}
+
+impl<'a> StampPlan<'a> {
+    /// The header for the validated message `frame` with header `h`, from `sender`.
+    fn new(frame: &'a [u8], h: &'a Header, sender: &'a [u8]) -> Self {
+        let sender_len = 8 + sender.len() + 1;
+        let end = match h.sender_at {
+            Some(at) if at < h.fields_end => {
+                align_up(at as usize + sender_len, 8) + (h.fields_end - at) as usize
+            }
+            Some(at) => at as usize + sender_len,
+            None => {
+                let mut end = FIXED_HEADER_LEN;
+                for field in stamp_fields(frame, h).iter().flatten() {
+                    end = align_up(end, 8)
+                        + match field {
+                            StampField::Raw(bytes) => bytes.len(),
+                            StampField::U32(..) => 8,
+                            StampField::Sender => sender_len,
+                        };
+                }
+                end
+            }
+        };
+        StampPlan {
+            frame,
+            h,
+            sender,
+            fields_len: (end - FIXED_HEADER_LEN) as u32,
+            len: align_up(end, 8),
+        }
+    }
+
+    /// Writes the header at the start of `out` (at least [`StampPlan::len`] bytes), which
+    /// lies at `offset` in its buffer; returns where it and its SENDER are in that buffer.
+    fn write(&self, out: &mut [u8], offset: usize) -> Option<Stamp> {
+        let buf = out.get_mut(..self.len)?;
+        buf.fill(0);
+        let mut w = Cursor {
+            buf,
+            pos: 0,
+            big: self.h.endian == Endian::Big,
+        };
+        w.put(self.frame.get(..12)?);
+        w.u32(self.fields_len);
+        let sender = match self.h.sender_at {
+            Some(at) => {
+                // This header with SENDER inserted: the fields before it (and the padding
+                // after them) as they are, SENDER, the fields after it as they are.
+                let (at, end) = (at as usize, self.h.fields_end as usize);
+                w.put(self.frame.get(FIXED_HEADER_LEN..at)?);
+                let sender = w.sender(self.sender);
+                if at < end {
+                    w.align8();
+                    w.put(self.frame.get(at..end)?);
+                }
+                sender
+            }
+            None => {
+                let mut sender = 0;
+                for field in stamp_fields(self.frame, self.h).iter().flatten() {
+                    w.align8();
+                    match *field {
+                        StampField::Raw(bytes) => w.put(bytes),
+                        StampField::U32(code, v) => {
+                            w.put(&[code, 1, b'u', 0]);
+                            w.u32(v);
+                        }
+                        StampField::Sender => sender = w.sender(self.sender),
+                    }
+                }
+                sender
+            }
+        };
+        debug_assert_eq!(align_up(w.pos, 8), self.len, "stamped header length");
+        Some(Stamp {
+            head: Span::new(offset, self.len),
+            sender: Span::new(offset + sender, self.sender.len()),
+        })
+    }
+}
+
+/// The fields of the header that forwards a validated message, in code order.
+fn stamp_fields<'a>(frame: &'a [u8], h: &Header) -> [Option<StampField<'a>>; 9] {
+    // Validation proved that every known field is marshalled the one way the specification
+    // allows, starting at a multiple of 8: string-like fields are copied as they are (their
+    // offsets within 8 are kept, so their padding is too), numbers and SENDER are written anew.
+    let raw = |span: Option<Span>, prefix: usize| {
+        let span = span?;
+        let start = (span.start as usize).checked_sub(prefix)?;
+        frame
+            .get(start..span.start as usize + span.len as usize + 1)
+            .map(StampField::Raw)
+    };
+    [
+        raw(h.path, 8),
+        raw(h.interface, 8),
+        raw(h.member, 8),
+        raw(h.error_name, 8),
+        h.reply_serial
+            .map(|v| StampField::U32(FIELD_REPLY_SERIAL, v)),
+        raw(h.destination, 8),
+        Some(StampField::Sender),
+        raw(h.signature, 5),
+        (h.unix_fds != 0).then_some(StampField::U32(FIELD_UNIX_FDS, h.unix_fds)),
+    ]
+}
+
+/// Writes a header into a zeroed buffer of exactly the right length.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    big: bool,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.pos + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.pos..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.pos = end;
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.put(&if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+
+    /// Skips the (zero) padding up to a multiple of 8.
+    fn align8(&mut self) {
+        self.pos = align_up(self.pos, 8);
+    }
+
+    /// Writes a SENDER field at the current position (a multiple of 8); returns where its
+    /// value starts.
+    fn sender(&mut self, name: &[u8]) -> usize {
+        self.put(&[FIELD_SENDER, 1, b's', 0]);
+        self.u32(name.len() as u32);
+        let at = self.pos;
+        self.put(name);
+        self.pos += 1;
+        at
     }
 }
 
@@ -534,6 +800,7 @@ const FIELD_RULES: [FieldRule; 9] = [
 ];
 
 /// What [`validate`] learnt about a message.
+#[derive(Debug, Clone, Copy)]
 struct Header {
     endian: Endian,
     mtype: MessageType,
@@ -549,6 +816,12 @@ struct Header {
     signature: Option<Span>,
     unix_fds: u32,
     body_start: u32,
+    /// Where the header-field array ends.
+    fields_end: u32,
+    /// Set when the header fields are known ones in increasing code order, without SENDER or a
+    /// zero UNIX_FDS: where SENDER goes (the start of the first field after it, or the end of
+    /// the header), so that the forwarded header is this one with SENDER inserted.
+    sender_at: Option<u32>,
 }
 
 /// The header-field array length (already limited to 64 MiB) and total message length for the
@@ -605,13 +878,19 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         signature: None,
         unix_fds: 0,
         body_start: body_start as u32,
+        fields_end: 0,
+        sender_at: None,
     };
 
     let mut v = Validator::new(bytes);
     let fields_end = FIXED_HEADER_LEN + fields_len as usize;
+    h.fields_end = fields_end as u32;
     let mut body_sig = None;
     let mut seen = 0u16;
     let mut pos = FIXED_HEADER_LEN;
+    // For `Header::sender_at`: whether the codes increase, where the first field after SENDER
+    // starts, whether UNIX_FDS is 0.
+    let (mut ordered, mut last_code, mut after_sender, mut zero_fds) = (true, 0, None, false);
     while pos < fields_end {
         pos = v.pad(pos, 8, fields_end).map_err(in_header)?;
         if pos >= fields_end {
@@ -620,6 +899,9 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
             ));
         }
         let code = bytes.u8_at(pos).ok_or(WireError::Truncated)?;
+        ordered &= code > last_code;
+        last_code = code;
+        let field_start = pos;
         let (sig_start, sig_len, value) =
             v.signature_value(pos + 1, fields_end).map_err(in_header)?;
         if code == 0 {
@@ -627,6 +909,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         }
         let Some(rule) = FIELD_RULES.get(usize::from(code) - 1) else {
             // Unknown field: accepted if well formed, and dropped when forwarded.
+            ordered = false;
             let top = v.tables_top();
             let (table, depth) = v.signature(sig_start, sig_len, true).map_err(in_header)?;
             if 3 + depth > crate::signature::MAX_TOTAL_DEPTH {
@@ -661,6 +944,8 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                     }
                 } else {
                     h.unix_fds = n;
+                    zero_fds = n == 0;
+                    after_sender = after_sender.or(Some(field_start));
                 }
             }
             b'g' => {
@@ -669,6 +954,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                 let (table, _) = v.signature(start, len, false)?;
                 body_sig = Some((start, len, table));
                 h.signature = Some(Span::new(start, len));
+                after_sender = after_sender.or(Some(field_start));
                 pos = end;
             }
             _ => {
@@ -702,6 +988,9 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         .ok_or(WireError::Truncated)?;
     if padding.iter().any(|&b| b != 0) {
         return Err(WireError::NonZeroPadding);
+    }
+    if ordered && h.sender.is_none() && !zero_fds {
+        h.sender_at = Some(after_sender.unwrap_or(body_start) as u32);
     }
 
     let required: &[(bool, &'static str)] = match mtype {
@@ -752,12 +1041,6 @@ fn in_header(e: WireError) -> WireError {
         WireError::BadBody(w) => WireError::BadHeaderField(w),
         other => other,
     }
-}
-
-/// A shared empty fd list, so messages without fds allocate nothing for them.
-fn no_fds() -> Arc<[OwnedFd]> {
-    static EMPTY: std::sync::OnceLock<Arc<[OwnedFd]>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
 }
 
 /// The value of a header field to marshal.

@@ -158,7 +158,7 @@ impl<'a> Validator<'a> {
             si: 0,
             table: to_u32(table)?,
         };
-        let mut frames = SmallStack::<Frame, 16>::new(Frame::Array {
+        let mut frames = SmallStack::<Frame, 8>::new(Frame::Array {
             elem: 0,
             after: 0,
             end: 0,
@@ -522,7 +522,7 @@ struct Tables {
     top: usize,
 }
 
-const TABLES_INLINE: usize = 512;
+const TABLES_INLINE: usize = 64;
 
 impl Tables {
     fn new() -> Self {
