@@ -500,7 +500,7 @@ impl EventLoop {
                 return;
             };
             let more_likely = match conn.io.receive_raw(&mut self.scratch) {
-                Ok(Received::Data { more_likely }) => more_likely,
+                Ok(Received::Data { more_likely, .. }) => more_likely,
                 Ok(Received::WouldBlock) => return,
                 Ok(Received::Eof) => {
                     log::debug!("{} closed during authentication", conn.label(None));
@@ -640,7 +640,9 @@ impl EventLoop {
         // Messages that came with the handshake.
         let limits = self.recv_limits();
         let result = match slot_conn(&mut self.slots, slot) {
-            Some(conn) => conn.io.process_buffered(&mut self.inbox, &limits),
+            Some(conn) => conn
+                .io
+                .process_buffered(&mut self.inbox, &limits, conn.name.as_deref()),
             None => return,
         };
         if self.deliver(slot, peer, now) {
@@ -657,7 +659,12 @@ impl EventLoop {
             let Some(conn) = slot_conn(&mut self.slots, slot) else {
                 return;
             };
-            let result = conn.io.receive(&mut self.scratch, &mut self.inbox, &limits);
+            let result = conn.io.receive(
+                &mut self.scratch,
+                &mut self.inbox,
+                &limits,
+                conn.name.as_deref(),
+            );
             // Messages read before an error are valid and delivered first.
             if !self.deliver(slot, peer, now) {
                 return;
@@ -666,8 +673,10 @@ impl EventLoop {
                 self.track_pending_fds(slot, now);
             }
             match result {
-                Ok(Received::Data { more_likely: true }) => {}
-                Ok(Received::Data { more_likely: false } | Received::WouldBlock) => return,
+                Ok(Received::Data {
+                    more_likely: true, ..
+                }) => {}
+                Ok(Received::Data { .. } | Received::WouldBlock) => return,
                 Ok(Received::Eof) => {
                     self.close(slot, now, Level::Debug, &"hung up");
                     return;
