@@ -9,10 +9,11 @@
 //!   dbus-daemon, a connection is *incomplete* until the bus gave it a unique name (Hello): it
 //!   must get there within `auth_timeout`, and beyond `max_incomplete_connections` the oldest
 //!   incomplete one is dropped;
-//! * a connection reads at most [`READ_BUDGET`] times per turn; on a `nonce-tcp:` listener the
-//!   first 16 bytes must be the nonce, or the connection is dropped; while it authenticates the
-//!   bytes feed its SASL state machine, afterwards they are cut into messages handed to the bus
-//!   one by one;
+//! * a connection reads at most [`READ_BUDGET`] times and about [`TURN_BYTES`] bytes per turn,
+//!   so that one sending as fast as it can does not hold up the others; on a `nonce-tcp:`
+//!   listener the first 16 bytes must be the nonce, or the connection is dropped; while it
+//!   authenticates the bytes feed its SASL state machine, afterwards they are cut into messages
+//!   handed to the bus one by one;
 //! * at `BEGIN` the connection is admitted as dbus-daemon admits it: an ANONYMOUS client only
 //!   with `<allow_anonymous/>`, anyone else only if [`Bus::admits`] its user (the policy's
 //!   `user`/`group` rules); a refused client, which saw `OK`, is disconnected before anything
@@ -77,6 +78,10 @@ use crate::signals::Signals;
 pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// The most reads from one connection per turn.
 pub(crate) const READ_BUDGET: usize = 16;
+/// After reading this many bytes from one connection in a turn, the loop reads no more from it
+/// until the next turn: a connection sending as fast as it can delays the others' messages by
+/// no more than the time the bus takes to handle this much.
+pub(crate) const TURN_BYTES: usize = 16 * 1024;
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many epoll events one wait returns at most.
@@ -655,6 +660,7 @@ impl EventLoop {
 
     fn read_peer(&mut self, slot: u32, peer: PeerId, now: Instant) {
         let limits = self.recv_limits();
+        let mut budget = TURN_BYTES;
         for _ in 0..READ_BUDGET {
             let Some(conn) = slot_conn(&mut self.slots, slot) else {
                 return;
@@ -674,8 +680,10 @@ impl EventLoop {
             }
             match result {
                 Ok(Received::Data {
-                    more_likely: true, ..
-                }) => {}
+                    bytes,
+                    more_likely: true,
+                }) if bytes < budget => budget -= bytes,
+                // The rest waits for the next turn, after every other connection's.
                 Ok(Received::Data { .. } | Received::WouldBlock) => return,
                 Ok(Received::Eof) => {
                     self.close(slot, now, Level::Debug, &"hung up");
