@@ -38,8 +38,9 @@
 //! * under systemd ([`Notifier`]) the loop reports `READY=1` when it starts, `STATUS=` lines,
 //!   `STOPPING=1` when it stops, and `WATCHDOG=1` at half the watchdog timeout;
 //! * after every input to the bus the loop drains [`Bus::poll_action`] (closing the peers the
-//!   bus dropped) and collects [`Bus::take_dirty`]; at the end of the turn every dirty peer is
-//!   flushed, so a peer receiving many messages in one turn gets them in few `sendmsg` calls.
+//!   bus dropped); at the end of the turn it takes the peers with something to write
+//!   ([`Bus::take_dirty`]) and flushes each once, so a peer receiving many messages in one turn
+//!   gets them in few `sendmsg` calls.
 //!
 //! Write interest is registered only while a connection has bytes it could not write, and is
 //! recomputed from that state after every flush. A connection closed during a turn is removed
@@ -278,9 +279,12 @@ impl EventLoop {
 
     fn serve(&mut self) -> io::Result<Exit> {
         let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
+        // The clock is read once per turn, after waiting. The next wait is measured from that
+        // reading, so a timer fires up to one turn's work late.
+        let mut now = Instant::now();
         loop {
             let timeout = self.next_deadline().map(|deadline| {
-                let wait = deadline.saturating_duration_since(Instant::now());
+                let wait = deadline.saturating_duration_since(now);
                 Timespec::try_from(wait).unwrap_or(Timespec {
                     tv_sec: i64::MAX,
                     tv_nsec: 0,
@@ -291,7 +295,7 @@ impl EventLoop {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let now = Instant::now();
+            now = Instant::now();
             // Service directories first: a client that changed one and then asks for the name
             // finds it, when both arrive in one turn.
             let watcher_token = Token::Watcher.encode();
@@ -966,7 +970,7 @@ impl EventLoop {
         self.notified("STATUS", result);
     }
 
-    /// Drains the bus's actions and collects its dirty peers (after every input).
+    /// Drains the bus's actions (after every input).
     fn drain_bus(&mut self) {
         while let Some(action) = self.bus.poll_action() {
             match action {
@@ -983,19 +987,23 @@ impl EventLoop {
                 other => log::warning!("ignoring unsupported bus action {other:?}"),
             }
         }
-        self.bus.take_dirty(&mut self.dirty);
     }
 
+    /// Flushes every peer the bus queued messages for, each once (the bus lists a peer once
+    /// until it is taken).
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        while !dirty.is_empty() {
+        loop {
+            // Disconnects while flushing may have queued more.
+            self.bus.take_dirty(&mut dirty);
+            if dirty.is_empty() {
+                break;
+            }
             for peer in dirty.drain(..) {
                 if let Some(slot) = self.peer_slot(peer) {
                     self.flush(slot, now);
                 }
             }
-            // Disconnects while flushing may have queued more.
-            std::mem::swap(&mut dirty, &mut self.dirty);
         }
         self.dirty = dirty;
     }
