@@ -459,6 +459,12 @@ impl Message {
         }
     }
 
+    /// The reference-counted buffer the message lives in, which may be longer than the
+    /// message: for an I/O layer that reuses a buffer once nothing refers to it any more.
+    pub fn buffer(&self) -> &Arc<[u8]> {
+        &self.data
+    }
+
     /// Offset of the body in [`Message::as_bytes`] (the header length, a multiple of 8).
     pub fn body_offset(&self) -> usize {
         self.h.body_start as usize

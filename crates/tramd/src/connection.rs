@@ -17,7 +17,8 @@
 //! * **Large messages are not copied.** A message of at least [`LARGE_MESSAGE`] bytes (and at
 //!   most [`MAX_READ`]) is read straight into a buffer of its own as soon as its fixed header
 //!   is there; after one, the next fixed header is read on its own, so that a stream of large
-//!   messages never passes through the shared buffer.
+//!   messages never passes through the shared buffer. Their buffers are reused once nothing
+//!   refers to them any more (up to [`MAX_READ`] bytes of them are kept).
 //! * **Incoming limits.** One read takes at most `max_incoming_bytes` (and never less than a
 //!   fixed header), and every complete message is handed on before the next read, so no more
 //!   than that much of complete messages waits undispatched: what dbus-daemon's
@@ -60,6 +61,8 @@ const MIN_READ: usize = 4096;
 const MAX_READ: usize = 1024 * 1024;
 /// Messages from this length up to [`MAX_READ`] are read into a buffer of their own.
 pub(crate) const LARGE_MESSAGE: usize = 16 * 1024;
+/// The most bytes the buffers kept for large messages take together.
+const POOL_BYTES: usize = MAX_READ;
 /// A receive buffer larger than this is shrunk once it is mostly empty.
 const SHRINK_ABOVE: usize = 2 * MAX_READ;
 /// How many iovecs one `sendmsg` carries (two per message at most).
@@ -69,6 +72,9 @@ const MAX_IOVECS: usize = 64;
 pub(crate) struct Scratch {
     data: Vec<u8>,
     control: Vec<MaybeUninit<u8>>,
+    /// Buffers of large messages, so that a stream of them costs neither zeroing nor fresh
+    /// pages.
+    pool: BufferPool,
 }
 
 /// The configured limits that apply while reading.
@@ -212,7 +218,46 @@ impl Scratch {
         Scratch {
             data: vec![0; SCRATCH_LEN],
             control: vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))],
+            pool: BufferPool::default(),
         }
+    }
+}
+
+/// Buffers of large messages, reused once nothing refers to them any more.
+#[derive(Default)]
+struct BufferPool {
+    /// At most [`POOL_BYTES`] in all.
+    bufs: Vec<Arc<[u8]>>,
+}
+
+impl BufferPool {
+    /// A buffer of at least `len` bytes that nothing else refers to: a kept one of up to twice
+    /// that length, or a new one. Its bytes may be those of an earlier message.
+    fn take(&mut self, len: usize) -> Arc<[u8]> {
+        let free = |b: &Arc<[u8]>| {
+            (len..=2 * len).contains(&b.len())
+                && Arc::strong_count(b) == 1
+                && Arc::weak_count(b) == 0
+        };
+        match self.bufs.iter().position(free) {
+            Some(i) => self.bufs.swap_remove(i),
+            None => std::iter::repeat_n(0, len).collect(),
+        }
+    }
+
+    /// Keeps `buf` (a large message's) for reuse, if there is room, making room by dropping
+    /// kept buffers nothing refers to any more.
+    fn keep(&mut self, buf: &Arc<[u8]>) {
+        if buf.len() > POOL_BYTES {
+            return;
+        }
+        while self.bufs.iter().map(|b| b.len()).sum::<usize>() + buf.len() > POOL_BYTES {
+            match self.bufs.iter().position(|b| Arc::strong_count(b) == 1) {
+                Some(i) => drop(self.bufs.swap_remove(i)),
+                None => return,
+            }
+        }
+        self.bufs.push(Arc::clone(buf));
     }
 }
 
@@ -310,6 +355,7 @@ impl Connection {
             if let Some(large) = self.large.take_if(|_| complete) {
                 let msg =
                     Message::receive_in_place(large.buf, large.len, &mut self.rx_fds, sender)?;
+                scratch.pool.keep(msg.buffer());
                 push_message(msg, out, limits)?;
                 self.header_first = true;
             }
@@ -334,7 +380,7 @@ impl Connection {
                 let data = scratch.data.get(..n).unwrap_or_default();
                 let used = split_messages(data, &mut self.rx_fds, out, limits, sender)?;
                 let rest = data.get(used..).unwrap_or_default();
-                self.large = start_large(rest, limits, sender)?;
+                self.large = start_large(rest, limits, sender, &mut scratch.pool)?;
                 self.header_first = self.large.is_some();
                 if self.large.is_none() && !rest.is_empty() {
                     self.rx.append(rest);
@@ -356,7 +402,7 @@ impl Connection {
         if let Some(n) = n {
             self.rx.commit(n);
         }
-        self.process_buffered(out, limits, sender)?;
+        self.process_buffered(scratch, out, limits, sender)?;
         Ok(received(n, full))
     }
 
@@ -367,6 +413,7 @@ impl Connection {
     /// Invalid messages, messages over the limits, and fd misuse.
     pub(crate) fn process_buffered(
         &mut self,
+        scratch: &mut Scratch,
         out: &mut Vec<Message>,
         limits: &RecvLimits,
         sender: Option<&str>,
@@ -375,7 +422,7 @@ impl Connection {
         let used = split_messages(self.rx.data(), &mut self.rx_fds, out, limits, sender)?;
         self.rx.consume(used);
         if self.large.is_none() {
-            self.large = start_large(self.rx.data(), limits, sender)?;
+            self.large = start_large(self.rx.data(), limits, sender, &mut scratch.pool)?;
             if self.large.is_some() {
                 self.header_first = true;
                 self.rx.consume(self.rx.data().len());
@@ -569,6 +616,7 @@ fn start_large(
     rest: &[u8],
     limits: &RecvLimits,
     sender: Option<&str>,
+    pool: &mut BufferPool,
 ) -> Result<Option<LargeRx>, ConnError> {
     let Some(len) = message_len(rest, limits)? else {
         return Ok(None);
@@ -578,10 +626,10 @@ fn start_large(
         return Ok(None);
     }
     let room = tram_wire::receive_buffer_len(rest, sender)?.unwrap_or(len);
-    let mut buf: Arc<[u8]> = std::iter::repeat_n(0, room.max(len)).collect();
+    let mut buf = pool.take(room.max(len));
     match Arc::get_mut(&mut buf).and_then(|b| b.get_mut(..rest.len())) {
         Some(start) => start.copy_from_slice(rest),
-        // Not reached: the buffer was just made.
+        // Not reached: the pool hands out buffers nothing else refers to.
         None => return Ok(None),
     }
     Ok(Some(LargeRx {
@@ -1028,5 +1076,44 @@ mod tests {
         assert_eq!(out[0].as_bytes(), &bytes[..]);
         assert_eq!(out[0].fds().len(), 1);
         assert!(!conn.has_pending_fds());
+    }
+
+    #[test]
+    fn large_buffers_are_reused_once_free() {
+        let mut pool = BufferPool::default();
+        let a = pool.take(100_000);
+        assert_eq!(a.len(), 100_000);
+        pool.keep(&a);
+        // In use: not handed out again.
+        let b = pool.take(100_000);
+        assert!(!Arc::ptr_eq(&a, &b));
+        pool.keep(&b);
+        let a_ptr = Arc::as_ptr(&a);
+        drop(a);
+        // Free, and of a fitting size: reused, taken out of the pool.
+        let c = pool.take(60_000);
+        assert_eq!(Arc::as_ptr(&c), a_ptr);
+        assert_eq!(pool.bufs.len(), 1);
+        // Too large for the message (more than twice its length): a new one.
+        let small = pool.take(1_000);
+        assert_eq!(small.len(), 1_000);
+        // Never more than POOL_BYTES kept: free buffers make room, busy ones do not.
+        drop(b);
+        for _ in 0..20 {
+            let big = pool.take(300_000);
+            pool.keep(&big);
+        }
+        let kept: usize = pool.bufs.iter().map(|b| b.len()).sum();
+        assert!(kept <= POOL_BYTES, "{kept}");
+        let busy: Vec<_> = (0..4).map(|_| pool.take(300_000)).collect();
+        for b in &busy {
+            pool.keep(b);
+        }
+        let kept: usize = pool.bufs.iter().map(|b| b.len()).sum();
+        assert!(kept <= POOL_BYTES, "{kept}");
+        let huge = pool.take(POOL_BYTES + 1);
+        pool.keep(&huge);
+        assert!(!pool.bufs.iter().any(|b| Arc::ptr_eq(b, &huge)));
+        drop(c);
     }
 }

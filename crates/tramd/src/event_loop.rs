@@ -649,9 +649,12 @@ impl EventLoop {
         // Messages that came with the handshake.
         let limits = self.recv_limits();
         let result = match slot_conn(&mut self.slots, slot) {
-            Some(conn) => conn
-                .io
-                .process_buffered(&mut self.inbox, &limits, conn.name.as_deref()),
+            Some(conn) => conn.io.process_buffered(
+                &mut self.scratch,
+                &mut self.inbox,
+                &limits,
+                conn.name.as_deref(),
+            ),
             None => return,
         };
         if self.deliver(slot, peer, now) {
