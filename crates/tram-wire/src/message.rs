@@ -1,6 +1,7 @@
 //! One validated message, and the rewritten form the bus forwards.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -137,6 +138,30 @@ impl Span {
 
     pub(crate) fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
+/// Where a header field's value lives in the message buffer: never at offset 0, so that an
+/// absent field costs no more room than a present one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldSpan {
+    start: NonZeroU32,
+    len: u32,
+}
+
+impl FieldSpan {
+    /// The span, `None` for `start` 0 (where no field value can be).
+    fn new(start: usize, len: usize) -> Option<FieldSpan> {
+        // Offsets inside a message that passed the 128 MiB limit fit in u32.
+        Some(FieldSpan {
+            start: NonZeroU32::new(start as u32)?,
+            len: len as u32,
+        })
+    }
+
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
+        let start = self.start.get() as usize;
+        start..start + self.len as usize
     }
 }
 
@@ -372,7 +397,7 @@ impl Message {
     }
     /// REPLY_SERIAL, for method returns and errors.
     pub fn reply_serial(&self) -> Option<u32> {
-        self.h.reply_serial
+        self.h.reply_serial.map(NonZeroU32::get)
     }
     /// PATH.
     pub fn path(&self) -> Option<&str> {
@@ -488,7 +513,7 @@ impl Message {
         }
     }
 
-    fn field(&self, span: Option<Span>) -> Option<&str> {
+    fn field(&self, span: Option<FieldSpan>) -> Option<&str> {
         std::str::from_utf8(self.data.get(span?.range())?).ok()
     }
 }
@@ -575,7 +600,7 @@ impl<'a> StampPlan<'a> {
     /// The header for the validated message `frame` with header `h`, from `sender`.
     fn new(frame: &'a [u8], h: &'a Header, sender: &'a [u8]) -> Self {
         let sender_len = 8 + sender.len() + 1;
-        let end = match h.sender_at {
+        let end = match h.sender_at.map(NonZeroU32::get) {
             Some(at) if at < h.fields_end => {
                 align_up(at as usize + sender_len, 8) + (h.fields_end - at) as usize
             }
@@ -614,7 +639,7 @@ impl<'a> StampPlan<'a> {
         };
         w.put(self.frame.get(..12)?);
         w.u32(self.fields_len);
-        let sender = match self.h.sender_at {
+        let sender = match self.h.sender_at.map(NonZeroU32::get) {
             Some(at) => {
                 // This header with SENDER inserted: the fields before it (and the padding
                 // after them) as they are, SENDER, the fields after it as they are.
@@ -656,11 +681,10 @@ fn stamp_fields<'a>(frame: &'a [u8], h: &Header) -> [Option<StampField<'a>>; 9] 
     // Validation proved that every known field is marshalled the one way the specification
     // allows, starting at a multiple of 8: string-like fields are copied as they are (their
     // offsets within 8 are kept, so their padding is too), numbers and SENDER are written anew.
-    let raw = |span: Option<Span>, prefix: usize| {
-        let span = span?;
-        let start = (span.start as usize).checked_sub(prefix)?;
+    let raw = |span: Option<FieldSpan>, prefix: usize| {
+        let value = span?.range();
         frame
-            .get(start..span.start as usize + span.len as usize + 1)
+            .get(value.start.checked_sub(prefix)?..value.end + 1)
             .map(StampField::Raw)
     };
     [
@@ -669,7 +693,7 @@ fn stamp_fields<'a>(frame: &'a [u8], h: &Header) -> [Option<StampField<'a>>; 9] 
         raw(h.member, 8),
         raw(h.error_name, 8),
         h.reply_serial
-            .map(|v| StampField::U32(FIELD_REPLY_SERIAL, v)),
+            .map(|v| StampField::U32(FIELD_REPLY_SERIAL, v.get())),
         raw(h.destination, 8),
         Some(StampField::Sender),
         raw(h.signature, 5),
@@ -812,14 +836,14 @@ struct Header {
     mtype: MessageType,
     flags: Flags,
     serial: u32,
-    reply_serial: Option<u32>,
-    path: Option<Span>,
-    interface: Option<Span>,
-    member: Option<Span>,
-    error_name: Option<Span>,
-    destination: Option<Span>,
-    sender: Option<Span>,
-    signature: Option<Span>,
+    reply_serial: Option<NonZeroU32>,
+    path: Option<FieldSpan>,
+    interface: Option<FieldSpan>,
+    member: Option<FieldSpan>,
+    error_name: Option<FieldSpan>,
+    destination: Option<FieldSpan>,
+    sender: Option<FieldSpan>,
+    signature: Option<FieldSpan>,
     unix_fds: u32,
     body_start: u32,
     /// Where the header-field array ends.
@@ -827,7 +851,7 @@ struct Header {
     /// Set when the header fields are known ones in increasing code order, without SENDER or a
     /// zero UNIX_FDS: where SENDER goes (the start of the first field after it, or the end of
     /// the header), so that the forwarded header is this one with SENDER inserted.
-    sender_at: Option<u32>,
+    sender_at: Option<NonZeroU32>,
 }
 
 /// The header-field array length (already limited to 64 MiB) and total message length for the
@@ -908,43 +932,25 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         ordered &= code > last_code;
         last_code = code;
         let field_start = pos;
-        let (sig_start, sig_len, value) =
-            v.signature_value(pos + 1, fields_end).map_err(in_header)?;
-        if code == 0 {
-            return Err(WireError::BadHeaderField("field code 0 (INVALID)"));
-        }
-        let Some(rule) = FIELD_RULES.get(usize::from(code) - 1) else {
+        // A known field framed as it should be (as nearly all are) is read directly; any other
+        // goes the general way, which also finds what is wrong with it.
+        let value = match known_field(bytes, pos, fields_end, seen) {
+            Some(value) => value,
+            None => general_field(&mut v, pos, fields_end, seen)?,
+        };
+        let Some(rule) = FIELD_RULES.get(usize::from(code).wrapping_sub(1)) else {
             // Unknown field: accepted if well formed, and dropped when forwarded.
             ordered = false;
-            let top = v.tables_top();
-            let (table, depth) = v.signature(sig_start, sig_len, true).map_err(in_header)?;
-            if 3 + depth > crate::signature::MAX_TOTAL_DEPTH {
-                return Err(WireError::BadHeaderField(
-                    "nested more than 64 containers deep",
-                ));
-            }
-            pos = v
-                .values(sig_start, sig_len, table, value, fields_end, 3)
-                .map_err(in_header)?;
-            v.release(top);
+            pos = value.end();
             continue;
         };
-        debug_assert_eq!(rule.code, code);
-        if seen & (1 << code) != 0 {
-            return Err(WireError::BadHeaderField(rule.repeated));
-        }
         seen |= 1 << code;
-        if sig_len != 1 || bytes.u8_at(sig_start) != Some(rule.sig) {
-            return Err(WireError::BadHeaderField(rule.wrong_type));
-        }
         let invalid = WireError::BadHeaderField(rule.invalid);
-        match rule.sig {
-            b'u' => {
-                let p = v.pad(value, 4, fields_end).map_err(in_header)?;
-                let n = v.u32_within(p, fields_end).map_err(in_header)?;
-                pos = p + 4;
+        match value {
+            Value::U32 { n, end } => {
+                pos = end;
                 if code == FIELD_REPLY_SERIAL {
-                    h.reply_serial = Some(n).filter(|&n| n != 0);
+                    h.reply_serial = NonZeroU32::new(n);
                     if h.reply_serial.is_none() {
                         return Err(invalid);
                     }
@@ -954,19 +960,18 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                     after_sender = after_sender.or(Some(field_start));
                 }
             }
-            b'g' => {
-                let (start, len, end) = v.signature_value(value, fields_end).map_err(in_header)?;
+            Value::Sig { start, len, end } => {
                 // The body's signature keeps its end table for the body walk below.
                 let (table, _) = v.signature(start, len, false)?;
                 body_sig = Some((start, len, table));
-                h.signature = Some(Span::new(start, len));
+                h.signature = FieldSpan::new(start, len);
                 after_sender = after_sender.or(Some(field_start));
                 pos = end;
             }
-            _ => {
+            Value::Str { start, len, end } => {
                 // The name checks accept only ASCII without nul bytes, so they also do the
                 // string checks.
-                let (s, end) = v.string_bytes(value, fields_end).map_err(in_header)?;
+                let s = data.get(start..start + len).ok_or(WireError::Truncated)?;
                 let valid = match code {
                     FIELD_PATH => names::object_path(s),
                     FIELD_INTERFACE | FIELD_ERROR_NAME => names::interface(s),
@@ -976,7 +981,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                 if !valid {
                     return Err(invalid);
                 }
-                let span = Some(Span::new(end - 1 - s.len(), s.len()));
+                let span = FieldSpan::new(start, len);
                 match code {
                     FIELD_PATH => h.path = span,
                     FIELD_INTERFACE => h.interface = span,
@@ -987,6 +992,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                 }
                 pos = end;
             }
+            Value::Unknown { end } => pos = end,
         }
     }
     let padding = data
@@ -996,7 +1002,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         return Err(WireError::NonZeroPadding);
     }
     if ordered && h.sender.is_none() && !zero_fds {
-        h.sender_at = Some(after_sender.unwrap_or(body_start) as u32);
+        h.sender_at = NonZeroU32::new(after_sender.unwrap_or(body_start) as u32);
     }
 
     let required: &[(bool, &'static str)] = match mtype {
@@ -1039,6 +1045,141 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         return Err(WireError::BadFdIndex);
     }
     Ok(h)
+}
+
+/// Where the value of a header field is, and where the field ends.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    /// A `u`.
+    U32 { n: u32, end: usize },
+    /// A `g`: its text.
+    Sig {
+        start: usize,
+        len: usize,
+        end: usize,
+    },
+    /// An `s` or `o`: its text.
+    Str {
+        start: usize,
+        len: usize,
+        end: usize,
+    },
+    /// A field of an unknown code, validated.
+    Unknown { end: usize },
+}
+
+impl Value {
+    fn end(self) -> usize {
+        match self {
+            Value::U32 { end, .. }
+            | Value::Sig { end, .. }
+            | Value::Str { end, .. }
+            | Value::Unknown { end } => end,
+        }
+    }
+}
+
+/// The signature each known header field must have, by code.
+const FIELD_SIGS: [u8; 10] = [0, b'o', b's', b's', b's', b'u', b's', b's', b'g', b'u'];
+
+/// The header field at `pos` (a multiple of 8, below `limit`), when it is a known field not
+/// `seen` before, with its one allowed signature and a value that lies within `limit` with its
+/// nul terminator in place; `None` for anything else, which [`general_field`] then reads (and
+/// finds what is wrong with). Both find the same value for a field this accepts.
+fn known_field(bytes: Bytes<'_>, pos: usize, limit: usize, seen: u16) -> Option<Value> {
+    let data = bytes.data;
+    let &[code, 1, sig, 0] = data.get(pos..pos + 4)? else {
+        return None;
+    };
+    if code == 0 || FIELD_SIGS.get(usize::from(code)) != Some(&sig) || seen & (1 << code) != 0 {
+        return None;
+    }
+    let nul_at = |nul: usize| nul < limit && data.get(nul) == Some(&0);
+    match sig {
+        b'u' => (pos + 8 <= limit).then(|| {
+            Some(Value::U32 {
+                n: bytes.u32_at(pos + 4)?,
+                end: pos + 8,
+            })
+        })?,
+        b'g' => {
+            let len = usize::from(*data.get(pos + 4)?);
+            let nul = pos + 5 + len;
+            nul_at(nul).then_some(Value::Sig {
+                start: pos + 5,
+                len,
+                end: nul + 1,
+            })
+        }
+        _ => {
+            if pos + 8 > limit {
+                return None;
+            }
+            let len = bytes.u32_at(pos + 4)? as usize;
+            let nul = (pos + 8).checked_add(len)?;
+            nul_at(nul).then_some(Value::Str {
+                start: pos + 8,
+                len,
+                end: nul + 1,
+            })
+        }
+    }
+}
+
+/// The header field at `pos` (a multiple of 8, below `limit`), checked step by step: its code,
+/// whether it was `seen`, its variant's signature, the framing of its value. An unknown field
+/// is validated whole.
+fn general_field(
+    v: &mut Validator<'_>,
+    pos: usize,
+    limit: usize,
+    seen: u16,
+) -> Result<Value, WireError> {
+    let code = v.bytes().u8_at(pos).ok_or(WireError::Truncated)?;
+    let (sig_start, sig_len, value) = v.signature_value(pos + 1, limit).map_err(in_header)?;
+    if code == 0 {
+        return Err(WireError::BadHeaderField("field code 0 (INVALID)"));
+    }
+    let Some(rule) = FIELD_RULES.get(usize::from(code) - 1) else {
+        let top = v.tables_top();
+        let (table, depth) = v.signature(sig_start, sig_len, true).map_err(in_header)?;
+        if 3 + depth > crate::signature::MAX_TOTAL_DEPTH {
+            return Err(WireError::BadHeaderField(
+                "nested more than 64 containers deep",
+            ));
+        }
+        let end = v
+            .values(sig_start, sig_len, table, value, limit, 3)
+            .map_err(in_header)?;
+        v.release(top);
+        return Ok(Value::Unknown { end });
+    };
+    debug_assert_eq!(rule.code, code);
+    if seen & (1 << code) != 0 {
+        return Err(WireError::BadHeaderField(rule.repeated));
+    }
+    if sig_len != 1 || v.bytes().u8_at(sig_start) != Some(rule.sig) {
+        return Err(WireError::BadHeaderField(rule.wrong_type));
+    }
+    Ok(match rule.sig {
+        b'u' => {
+            let p = v.pad(value, 4, limit).map_err(in_header)?;
+            let n = v.u32_within(p, limit).map_err(in_header)?;
+            Value::U32 { n, end: p + 4 }
+        }
+        b'g' => {
+            let (start, len, end) = v.signature_value(value, limit).map_err(in_header)?;
+            Value::Sig { start, len, end }
+        }
+        _ => {
+            let (s, end) = v.string_bytes(value, limit).map_err(in_header)?;
+            Value::Str {
+                start: end - 1 - s.len(),
+                len: s.len(),
+                end,
+            }
+        }
+    })
 }
 
 /// Errors inside the header-field array are header errors, whatever the walker called them.

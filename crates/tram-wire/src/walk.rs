@@ -128,6 +128,11 @@ impl<'a> Validator<'a> {
         Ok((base, depth))
     }
 
+    /// The bytes being validated.
+    pub(crate) fn bytes(&self) -> Bytes<'a> {
+        self.bytes
+    }
+
     /// Releases signature tables reserved since the table stack had height `top`.
     pub(crate) fn release(&mut self, top: usize) {
         self.tables.free(top);

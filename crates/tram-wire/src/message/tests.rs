@@ -266,6 +266,29 @@ fn frame_len_cases() {
 }
 
 #[test]
+fn field_code_zero_is_refused_whatever_its_signature() {
+    for endian in ENDIANS {
+        // Whatever the signature says, the value reads as a well-framed string.
+        let bytes = raw(
+            endian,
+            1,
+            1,
+            &[F::O(1, "/"), F::S(3, "M"), F::S(0, "x")],
+            &[],
+        );
+        let at = (16..bytes.len())
+            .step_by(8)
+            .rfind(|&p| bytes[p..p + 4] == [0, 1, b's', 0])
+            .unwrap();
+        for sig in [b's', b'o', b'u', b'g', 0, 0xff] {
+            let mut b = bytes.clone();
+            b[at + 2] = sig;
+            assert!(parse(&b).is_err(), "signature {sig:#x}");
+        }
+    }
+}
+
+#[test]
 fn header_field_rules() {
     let bad = |w: &'static str| Err(WireError::BadHeaderField(w));
     let missing = |w: &'static str| Err(WireError::MissingHeaderField(w));
@@ -1599,7 +1622,7 @@ fn headers_in_canonical_order_are_stamped_by_insertion() {
                 Vec::new()
             };
             let msg = Message::parse(Arc::from(&bytes[..]), fds).unwrap();
-            let at = msg.h.sender_at.map(|at| at as usize);
+            let at = msg.h.sender_at.map(|at| at.get() as usize);
             let expected = before.map(|code| match code {
                 0 => msg.body_offset(),
                 code => (16..msg.h.fields_end as usize)
