@@ -712,11 +712,12 @@ impl EventLoop {
     fn deliver(&mut self, slot: u32, peer: PeerId, now: Instant) -> bool {
         let mut inbox = std::mem::take(&mut self.inbox);
         let mut alive = true;
+        let mut named = self.conn(slot).is_some_and(|c| c.name.is_some());
         for msg in inbox.drain(..) {
             if !alive {
                 continue;
             }
-            if self.conn(slot).is_some_and(|c| c.name.is_none()) && is_hello(&msg) {
+            if !named && is_hello(&msg) {
                 if let Some((text, limit)) = self.connection_limit_reached(slot) {
                     self.refuse_hello(slot, &msg, &text, limit, now);
                     continue;
@@ -725,8 +726,9 @@ impl EventLoop {
             self.bus.handle_message(now, peer, msg);
             self.drain_bus();
             alive = self.peer_slot(peer) == Some(slot);
-            if alive {
+            if alive && !named {
                 self.remember_name(slot, peer);
+                named = self.conn(slot).is_some_and(|c| c.name.is_some());
             }
         }
         self.inbox = inbox;
