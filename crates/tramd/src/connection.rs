@@ -1027,8 +1027,9 @@ mod tests {
             assert_eq!(again.sender(), Some(":1.5"));
             assert_eq!(again.body(), msg.body());
         }
-        // After a large message, the next fixed header is read on its own.
-        let headers = reads.iter().filter(|&&n| n == FIXED_HEADER_LEN).count();
+        // After a large message, the next fixed header is read on its own (or what there is
+        // of it, when the writer is behind).
+        let headers = reads.iter().filter(|&&n| n <= FIXED_HEADER_LEN).count();
         assert!(headers >= 3, "{reads:?}");
         assert!(conn.large.is_none() && conn.rx.is_empty());
         // No read took more than the large messages' own lengths plus what the shared buffer
