@@ -32,8 +32,14 @@ const CALLS: (u64, u64) = (4_000, 20_000);
 /// How long a bus under valgrind may take to write its profile and exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Counts instructions per forwarded message for `bus`.
-pub(crate) fn measure(setup: &Setup, bus: BusKind, quick: bool) -> io::Result<Counted> {
+/// Counts instructions per forwarded message for `bus`; with `keep`, the two profiles are
+/// left in that directory as `BUS-small.out` and `BUS-large.out`.
+pub(crate) fn measure(
+    setup: &Setup,
+    bus: BusKind,
+    quick: bool,
+    keep: Option<&Path>,
+) -> io::Result<Counted> {
     if bus == BusKind::DbusBroker {
         return Err(io::Error::other(
             "dbus-broker runs under its launcher; callgrind mode covers directly started buses",
@@ -53,12 +59,21 @@ pub(crate) fn measure(setup: &Setup, bus: BusKind, quick: bool) -> io::Result<Co
     ));
     std::fs::create_dir_all(&dir)?;
     let _registered = Registered::new(Item::Dir(dir.clone()));
+    let (small_out, large_out) = (dir.join("small.out"), dir.join("large.out"));
     let result = (|| {
-        let a = run_counted(setup, bus, &valgrind, &dir.join("small.out"), small)?;
-        let b = run_counted(setup, bus, &valgrind, &dir.join("large.out"), large)?;
+        let a = run_counted(setup, bus, &valgrind, &small_out, small)?;
+        let b = run_counted(setup, bus, &valgrind, &large_out, large)?;
         let messages = 2 * (large - small);
         let per_message = (b as f64 - a as f64) / messages as f64;
-        let hot = hot_spots(&dir.join("large.out")).unwrap_or_default();
+        let hot = hot_spots(&large_out).unwrap_or_default();
+        if let Some(keep) = keep {
+            std::fs::create_dir_all(keep)?;
+            for (from, size) in [(&small_out, "small"), (&large_out, "large")] {
+                let to = keep.join(format!("{}-{size}.out", bus.name()));
+                std::fs::copy(from, &to)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", to.display())))?;
+            }
+        }
         Ok(Counted {
             bus,
             per_message,

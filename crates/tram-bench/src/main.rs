@@ -37,6 +37,7 @@ options:
   --svg FILE         also write a bar chart of the ratios as SVG
   --baseline PATH    also run this tramd binary (shown as tramd-base), to compare two builds
   --callgrind        instead, count instructions per forwarded message under valgrind
+  --profiles DIR     with --callgrind, keep the profiles in DIR (BUS-small.out, BUS-large.out)
   -h, --help         this text
 
 environment: TRAMD (tramd binary; default: beside tram-bench), BUSD (busd binary; default:
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if opts.callgrind {
-        return run_callgrind(&setup, &buses, opts.quick);
+        return run_callgrind(&setup, &buses, opts.quick, opts.profiles.as_deref());
     }
     let report = run_workloads(&setup, &buses, &opts);
     print!("{}", report.table());
@@ -105,6 +106,7 @@ struct Options {
     svg: Option<String>,
     baseline: Option<String>,
     callgrind: bool,
+    profiles: Option<String>,
 }
 
 impl Options {
@@ -130,6 +132,7 @@ impl Options {
                 "--json" => o.json = Some(value("a file name")?),
                 "--svg" => o.svg = Some(value("a file name")?),
                 "--baseline" => o.baseline = Some(value("a tramd binary")?),
+                "--profiles" => o.profiles = Some(value("a directory")?),
                 "--help" | "-h" => return Ok(None),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -245,12 +248,17 @@ fn run_round(
 }
 
 /// The callgrind mode: instructions per forwarded message for each bus started directly.
-fn run_callgrind(setup: &Setup, buses: &[BusKind], quick: bool) -> ExitCode {
+fn run_callgrind(
+    setup: &Setup,
+    buses: &[BusKind],
+    quick: bool,
+    profiles: Option<&str>,
+) -> ExitCode {
     let mut ok = true;
     let mut results = Vec::new();
     for &b in buses.iter().filter(|&&b| b != BusKind::DbusBroker) {
         eprintln!("tram-bench: {} under callgrind", b.name());
-        match callgrind::measure(setup, b, quick) {
+        match callgrind::measure(setup, b, quick, profiles.map(std::path::Path::new)) {
             Ok(c) => results.push(c),
             Err(e) => {
                 eprintln!("tram-bench: callgrind on {}: {e}", b.name());
@@ -320,10 +328,16 @@ mod tests {
             .unwrap();
         assert_eq!(o.buses, [BusKind::Tramd, BusKind::TramdBaseline]);
         assert_eq!(o.baseline.as_deref(), Some("/x/tramd"));
+        let o = parse(&["--callgrind", "--profiles", "/tmp/p"])
+            .unwrap()
+            .unwrap();
+        assert!(o.callgrind);
+        assert_eq!(o.profiles.as_deref(), Some("/tmp/p"));
         assert_eq!(parse(&["-h"]), Ok(None));
         for bad in [
             &["--bus", "dbus"][..],
             &["--json"],
+            &["--profiles"],
             &["--fast"],
             &["--workload", "x"],
         ] {

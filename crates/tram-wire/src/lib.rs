@@ -30,5 +30,5 @@ pub use builder::{BodyWriter, MessageBuilder};
 pub use error::WireError;
 pub use message::{
     Endian, FIXED_HEADER_LEN, Flags, MAX_ARRAY_LEN, MAX_MESSAGE_LEN, Message, MessageType,
-    Outgoing, frame_len,
+    Outgoing, frame_len, receive_buffer_len,
 };

@@ -1,6 +1,7 @@
 //! One validated message, and the rewritten form the bus forwards.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -140,6 +141,30 @@ impl Span {
     }
 }
 
+/// Where a header field's value lives in the message buffer: never at offset 0, so that an
+/// absent field costs no more room than a present one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldSpan {
+    start: NonZeroU32,
+    len: u32,
+}
+
+impl FieldSpan {
+    /// The span, `None` for `start` 0 (where no field value can be).
+    fn new(start: usize, len: usize) -> Option<FieldSpan> {
+        // Offsets inside a message that passed the 128 MiB limit fit in u32.
+        Some(FieldSpan {
+            start: NonZeroU32::new(start as u32)?,
+            len: len as u32,
+        })
+    }
+
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
+        let start = self.start.get() as usize;
+        start..start + self.len as usize
+    }
+}
+
 /// Given the first bytes of a message, its total length.
 ///
 /// The total is the fixed header, the header-field array padded to 8, and the body. Returns
@@ -165,28 +190,58 @@ pub fn frame_len(prefix: &[u8]) -> Result<Option<usize>, WireError> {
     Ok(Some(total_len(fields_len, body_len)?.1))
 }
 
+/// Given the first bytes of a message, how long a buffer [`Message::receive_in_place`] needs
+/// for it: the message, and room for the header [`Message::stamp_sender`] will give it when
+/// `sender` forwards it.
+///
+/// # Errors
+/// As [`frame_len`].
+pub fn receive_buffer_len(prefix: &[u8], sender: Option<&str>) -> Result<Option<usize>, WireError> {
+    let Some(total) = frame_len(prefix)? else {
+        return Ok(None);
+    };
+    let Some(sender) = sender else {
+        return Ok(Some(total));
+    };
+    // The stamped header keeps at most the fields there are, each where it was relative to a
+    // multiple of 8, and adds SENDER.
+    let fields = align_up(
+        Bytes {
+            data: prefix,
+            big: prefix.first() == Some(&b'B'),
+        }
+        .u32_at(12)
+        .map_or(0, |n| n as usize),
+        8,
+    );
+    Ok(Some(
+        total + FIXED_HEADER_LEN + fields + align_up(8 + sender.len() + 1, 8),
+    ))
+}
+
 /// A complete message, validated once by [`Message::parse`].
 ///
 /// The bytes are reference-counted: cloning a `Message` and turning it into [`Outgoing`] copies
 /// no message data.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub(crate) data: Arc<[u8]>,
-    pub(crate) fds: Arc<[OwnedFd]>,
-    pub(crate) endian: Endian,
-    pub(crate) mtype: MessageType,
-    pub(crate) flags: Flags,
-    pub(crate) serial: u32,
-    pub(crate) reply_serial: Option<u32>,
-    pub(crate) path: Option<Span>,
-    pub(crate) interface: Option<Span>,
-    pub(crate) member: Option<Span>,
-    pub(crate) error_name: Option<Span>,
-    pub(crate) destination: Option<Span>,
-    pub(crate) sender: Option<Span>,
-    pub(crate) signature: Option<Span>,
-    pub(crate) unix_fds: u32,
-    pub(crate) body_start: u32,
+    /// The message is `data[..len]`. A message read by [`Message::receive`] is followed there
+    /// by the header [`Message::stamp_sender`] gives it (`stamp`).
+    data: Arc<[u8]>,
+    len: u32,
+    /// The fds, unless there are none.
+    fds: Option<Arc<[OwnedFd]>>,
+    h: Header,
+    stamp: Option<Stamp>,
+}
+
+/// A forwarding header prepared in a message's own buffer.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    /// The whole header.
+    head: Span,
+    /// The value of its SENDER field.
+    sender: Span,
 }
 
 impl Message {
@@ -224,7 +279,8 @@ impl Message {
     ) -> Result<Message, WireError> {
         let received = check_fd_count.then_some(fds.len());
         let h = validate(&data, received)?;
-        Ok(Message::from_validated(data, fds, h))
+        let len = data.len();
+        Ok(Message::from_validated(data, len, fds, h, None))
     }
 
     /// [`Message::parse`] for a message read from a stream, whose fds arrived in `queue` (in the
@@ -238,110 +294,158 @@ impl Message {
         queue: &mut VecDeque<OwnedFd>,
     ) -> Result<Message, WireError> {
         let h = validate(&data, None)?;
-        let declared = h.unix_fds;
-        if declared as usize > queue.len() {
-            return Err(WireError::FdCountMismatch {
-                declared,
-                received: queue.len(),
-            });
-        }
-        let fds = queue.drain(..declared as usize).collect();
-        Ok(Message::from_validated(data, fds, h))
+        let fds = take_fds(&h, queue)?;
+        let len = data.len();
+        Ok(Message::from_validated(data, len, fds, h, None))
     }
 
-    fn from_validated(data: Arc<[u8]>, fds: Vec<OwnedFd>, h: Header) -> Message {
-        let fds = if fds.is_empty() {
-            no_fds()
-        } else {
-            Arc::from(fds)
+    /// [`Message::parse_from_queue`] for a message still in a receive buffer: `frame` is
+    /// validated where it is, and only a valid message is copied into a buffer of its own.
+    ///
+    /// With `sender` (the sending connection's unique name), the copy is followed by the header
+    /// [`Message::stamp_sender`] gives the message for that sender, so that forwarding it
+    /// allocates nothing more.
+    ///
+    /// # Errors
+    /// As [`Message::parse_from_queue`].
+    pub fn receive(
+        frame: &[u8],
+        queue: &mut VecDeque<OwnedFd>,
+        sender: Option<&str>,
+    ) -> Result<Message, WireError> {
+        let h = validate(frame, None)?;
+        let fds = take_fds(&h, queue)?;
+        let plan = sender.map(|s| StampPlan::new(frame, &h, s.as_bytes()));
+        let room = plan.as_ref().map_or(0, |p| p.len);
+        let mut data: Arc<[u8]> = std::iter::repeat_n(0, frame.len() + room).collect();
+        let stamp = match Arc::get_mut(&mut data).map(|d| d.split_at_mut(frame.len())) {
+            Some((copy, tail)) => {
+                copy.copy_from_slice(frame);
+                plan.and_then(|p| p.write(tail, frame.len()))
+            }
+            // Not reached: the buffer was just made. Copying is still correct.
+            None => {
+                data = Arc::from(frame);
+                None
+            }
         };
+        Ok(Message::from_validated(data, frame.len(), fds, h, stamp))
+    }
+
+    /// [`Message::receive`] for a message read straight into a buffer of its own: the message
+    /// is `buf[..len]`; when `buf` is not shared and has room after it (see
+    /// [`receive_buffer_len`]), the header for `sender` is prepared there. Bytes after the
+    /// message need not be zero.
+    ///
+    /// # Errors
+    /// As [`Message::parse_from_queue`]; [`WireError::Truncated`] when `buf` is shorter than
+    /// `len`.
+    pub fn receive_in_place(
+        mut buf: Arc<[u8]>,
+        len: usize,
+        queue: &mut VecDeque<OwnedFd>,
+        sender: Option<&str>,
+    ) -> Result<Message, WireError> {
+        let h = validate(buf.get(..len).ok_or(WireError::Truncated)?, None)?;
+        let fds = take_fds(&h, queue)?;
+        let stamp = match (sender, Arc::get_mut(&mut buf)) {
+            (Some(sender), Some(buf)) => {
+                let (frame, tail) = buf.split_at_mut(len);
+                let plan = StampPlan::new(frame, &h, sender.as_bytes());
+                (plan.len <= tail.len())
+                    .then(|| plan.write(tail, len))
+                    .flatten()
+            }
+            _ => None,
+        };
+        Ok(Message::from_validated(buf, len, fds, h, stamp))
+    }
+
+    fn from_validated(
+        data: Arc<[u8]>,
+        len: usize,
+        fds: Vec<OwnedFd>,
+        h: Header,
+        stamp: Option<Stamp>,
+    ) -> Message {
+        let fds = (!fds.is_empty()).then(|| Arc::from(fds));
         Message {
             data,
+            // At most MAX_MESSAGE_LEN: validated.
+            len: len as u32,
             fds,
-            endian: h.endian,
-            mtype: h.mtype,
-            flags: h.flags,
-            serial: h.serial,
-            reply_serial: h.reply_serial,
-            path: h.path,
-            interface: h.interface,
-            member: h.member,
-            error_name: h.error_name,
-            destination: h.destination,
-            sender: h.sender,
-            signature: h.signature,
-            unix_fds: h.unix_fds,
-            body_start: h.body_start,
+            h,
+            stamp,
         }
     }
 
     /// Byte order.
     pub fn endian(&self) -> Endian {
-        self.endian
+        self.h.endian
     }
     /// Message type.
     pub fn message_type(&self) -> MessageType {
-        self.mtype
+        self.h.mtype
     }
     /// Header flags.
     pub fn flags(&self) -> Flags {
-        self.flags
+        self.h.flags
     }
     /// The sender's serial for this message (never zero).
     pub fn serial(&self) -> u32 {
-        self.serial
+        self.h.serial
     }
     /// REPLY_SERIAL, for method returns and errors.
     pub fn reply_serial(&self) -> Option<u32> {
-        self.reply_serial
+        self.h.reply_serial.map(NonZeroU32::get)
     }
     /// PATH.
     pub fn path(&self) -> Option<&str> {
-        self.field(self.path)
+        self.field(self.h.path)
     }
     /// INTERFACE.
     pub fn interface(&self) -> Option<&str> {
-        self.field(self.interface)
+        self.field(self.h.interface)
     }
     /// MEMBER.
     pub fn member(&self) -> Option<&str> {
-        self.field(self.member)
+        self.field(self.h.member)
     }
     /// ERROR_NAME.
     pub fn error_name(&self) -> Option<&str> {
-        self.field(self.error_name)
+        self.field(self.h.error_name)
     }
     /// DESTINATION.
     pub fn destination(&self) -> Option<&str> {
-        self.field(self.destination)
+        self.field(self.h.destination)
     }
     /// SENDER as written in the message (the bus replaces it when forwarding).
     pub fn sender(&self) -> Option<&str> {
-        self.field(self.sender)
+        self.field(self.h.sender)
     }
     /// SIGNATURE of the body; `""` when absent.
     pub fn signature(&self) -> &str {
-        self.field(self.signature).unwrap_or("")
+        self.field(self.h.signature).unwrap_or("")
     }
     /// UNIX_FDS: how many fds the message carries.
     pub fn unix_fds(&self) -> u32 {
-        self.unix_fds
+        self.h.unix_fds
     }
     /// The fds that came with the message.
     pub fn fds(&self) -> &[OwnedFd] {
-        &self.fds
+        self.fds.as_deref().unwrap_or_default()
     }
     /// The whole message as received.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.data
+        self.data.get(..self.len as usize).unwrap_or_default()
     }
     /// The body bytes.
     pub fn body(&self) -> &[u8] {
-        &self.data[self.body_start as usize..]
+        self.data.get(self.body_span().range()).unwrap_or_default()
     }
     /// Whether a reply is expected: a method call without NO_REPLY_EXPECTED.
     pub fn expects_reply(&self) -> bool {
-        self.mtype == MessageType::MethodCall && !self.flags.no_reply_expected()
+        self.h.mtype == MessageType::MethodCall && !self.h.flags.no_reply_expected()
     }
 
     /// The form the bus forwards: a new header with every known field of this message except
@@ -349,7 +453,9 @@ impl Message {
     /// this message's body (shared, not copied). Unknown header fields are dropped.
     ///
     /// The fields are written in field-code order. `sender` must be a valid bus name (the bus
-    /// passes the sender's unique name). The new header is the only allocation, sized exactly.
+    /// passes the sender's unique name). When [`Message::receive`] prepared the header for this
+    /// `sender`, nothing is allocated; otherwise the new header is the only allocation, sized
+    /// exactly.
     ///
     /// The result can exceed [`MAX_MESSAGE_LEN`] by the length of the new SENDER when this
     /// message was already at the limit; a caller that cares compares [`Outgoing::len`].
@@ -358,61 +464,56 @@ impl Message {
             crate::names::is_valid_bus_name(sender),
             "invalid SENDER {sender:?}"
         );
-        let span = |s: Option<Span>| s.and_then(|s| self.data.get(s.range()));
-        let mut fields = HeaderFields::default();
-        if let Some(v) = span(self.path) {
-            fields.push(FIELD_PATH, FieldValue::Str(b'o', v));
-        }
-        if let Some(v) = span(self.interface) {
-            fields.push(FIELD_INTERFACE, FieldValue::Str(b's', v));
-        }
-        if let Some(v) = span(self.member) {
-            fields.push(FIELD_MEMBER, FieldValue::Str(b's', v));
-        }
-        if let Some(v) = span(self.error_name) {
-            fields.push(FIELD_ERROR_NAME, FieldValue::Str(b's', v));
-        }
-        if let Some(v) = self.reply_serial {
-            fields.push(FIELD_REPLY_SERIAL, FieldValue::U32(v));
-        }
-        if let Some(v) = span(self.destination) {
-            fields.push(FIELD_DESTINATION, FieldValue::Str(b's', v));
-        }
-        fields.push(FIELD_SENDER, FieldValue::Str(b's', sender.as_bytes()));
-        if let Some(v) = span(self.signature) {
-            fields.push(FIELD_SIGNATURE, FieldValue::Sig(v));
-        }
-        if self.unix_fds != 0 {
-            fields.push(FIELD_UNIX_FDS, FieldValue::U32(self.unix_fds));
-        }
-        let mut head = Vec::with_capacity(fields.header_len());
-        head.extend_from_slice(self.data.get(..12).unwrap_or_default());
-        fields.write(&mut head, self.endian);
-        debug_assert_eq!(head.len(), head.capacity());
+        let (own_head, head) = match self.stamp {
+            Some(stamp) if self.data.get(stamp.sender.range()) == Some(sender.as_bytes()) => {
+                (Box::default(), stamp.head)
+            }
+            _ => {
+                let plan = StampPlan::new(self.as_bytes(), &self.h, sender.as_bytes());
+                let mut head = vec![0; plan.len].into_boxed_slice();
+                plan.write(&mut head, 0);
+                (head, Span::default())
+            }
+        };
         Outgoing {
-            head: head.into_boxed_slice(),
+            own_head,
+            head,
             data: self.data.clone(),
-            data_start: self.body_start,
+            body: self.body_span(),
             fds: self.fds.clone(),
         }
     }
 
+    /// The reference-counted buffer the message lives in, which may be longer than the
+    /// message: for an I/O layer that reuses a buffer once nothing refers to it any more.
+    pub fn buffer(&self) -> &Arc<[u8]> {
+        &self.data
+    }
+
     /// Offset of the body in [`Message::as_bytes`] (the header length, a multiple of 8).
     pub fn body_offset(&self) -> usize {
-        self.body_start as usize
+        self.h.body_start as usize
     }
 
     /// This message sent exactly as it is (for messages the bus built itself).
     pub fn to_outgoing(&self) -> Outgoing {
         Outgoing {
-            head: Box::default(),
+            own_head: Box::default(),
+            head: Span::default(),
             data: self.data.clone(),
-            data_start: 0,
+            body: Span::new(0, self.len as usize),
             fds: self.fds.clone(),
         }
     }
 
-    fn field(&self, span: Option<Span>) -> Option<&str> {
+    fn body_span(&self) -> Span {
+        Span {
+            start: self.h.body_start,
+            len: self.len.saturating_sub(self.h.body_start),
+        }
+    }
+
+    fn field(&self, span: Option<FieldSpan>) -> Option<&str> {
         std::str::from_utf8(self.data.get(span?.range())?).ok()
     }
 }
@@ -421,16 +522,18 @@ impl Message {
 /// plus the fds to pass with its first byte. Shared by every receiver of a broadcast.
 #[derive(Debug)]
 pub struct Outgoing {
-    head: Box<[u8]>,
+    /// A header of its own; when empty, the header is `data[head]` (possibly empty too).
+    own_head: Box<[u8]>,
+    head: Span,
     data: Arc<[u8]>,
-    data_start: u32,
-    fds: Arc<[OwnedFd]>,
+    body: Span,
+    fds: Option<Arc<[OwnedFd]>>,
 }
 
 impl Outgoing {
     /// Total length in bytes.
     pub fn len(&self) -> usize {
-        self.head.len() + self.data.len() - self.data_start as usize
+        self.head().len() + self.body.len as usize
     }
     /// Never true: a message has at least a header.
     pub fn is_empty(&self) -> bool {
@@ -438,11 +541,204 @@ impl Outgoing {
     }
     /// The bytes to write, in order (either part may be empty).
     pub fn parts(&self) -> [&[u8]; 2] {
-        [&self.head, &self.data[self.data_start as usize..]]
+        [
+            self.head(),
+            self.data.get(self.body.range()).unwrap_or_default(),
+        ]
     }
     /// The fds to send with the first byte of the message.
     pub fn fds(&self) -> &[OwnedFd] {
-        &self.fds
+        self.fds.as_deref().unwrap_or_default()
+    }
+
+    fn head(&self) -> &[u8] {
+        if self.own_head.is_empty() {
+            self.data.get(self.head.range()).unwrap_or_default()
+        } else {
+            &self.own_head
+        }
+    }
+}
+
+/// Takes the fds a validated message declares from the front of `queue`.
+fn take_fds(h: &Header, queue: &mut VecDeque<OwnedFd>) -> Result<Vec<OwnedFd>, WireError> {
+    let declared = h.unix_fds;
+    if declared == 0 {
+        return Ok(Vec::new());
+    }
+    if declared as usize > queue.len() {
+        return Err(WireError::FdCountMismatch {
+            declared,
+            received: queue.len(),
+        });
+    }
+    Ok(queue.drain(..declared as usize).collect())
+}
+
+/// The header [`Message::stamp_sender`] writes for one message and sender.
+struct StampPlan<'a> {
+    frame: &'a [u8],
+    h: &'a Header,
+    sender: &'a [u8],
+    fields_len: u32,
+    /// The length of the whole header, padding included.
+    len: usize,
+}
+
+/// One field of a stamped header, for headers not in canonical order.
+#[derive(Clone, Copy)]
+enum StampField<'a> {
+    /// A whole field (code, variant signature, value) copied from the original header.
+    Raw(&'a [u8]),
+    /// A `u` field with this code.
+    U32(u8, u32),
+    /// SENDER.
+    Sender,
+}
+
+impl<'a> StampPlan<'a> {
+    /// The header for the validated message `frame` with header `h`, from `sender`.
+    fn new(frame: &'a [u8], h: &'a Header, sender: &'a [u8]) -> Self {
+        let sender_len = 8 + sender.len() + 1;
+        let end = match h.sender_at.map(NonZeroU32::get) {
+            Some(at) if at < h.fields_end => {
+                align_up(at as usize + sender_len, 8) + (h.fields_end - at) as usize
+            }
+            Some(at) => at as usize + sender_len,
+            None => {
+                let mut end = FIXED_HEADER_LEN;
+                for field in stamp_fields(frame, h).iter().flatten() {
+                    end = align_up(end, 8)
+                        + match field {
+                            StampField::Raw(bytes) => bytes.len(),
+                            StampField::U32(..) => 8,
+                            StampField::Sender => sender_len,
+                        };
+                }
+                end
+            }
+        };
+        StampPlan {
+            frame,
+            h,
+            sender,
+            fields_len: (end - FIXED_HEADER_LEN) as u32,
+            len: align_up(end, 8),
+        }
+    }
+
+    /// Writes the header at the start of `out` (at least [`StampPlan::len`] bytes), which
+    /// lies at `offset` in its buffer; returns where it and its SENDER are in that buffer.
+    fn write(&self, out: &mut [u8], offset: usize) -> Option<Stamp> {
+        let buf = out.get_mut(..self.len)?;
+        buf.fill(0);
+        let mut w = Cursor {
+            buf,
+            pos: 0,
+            big: self.h.endian == Endian::Big,
+        };
+        w.put(self.frame.get(..12)?);
+        w.u32(self.fields_len);
+        let sender = match self.h.sender_at.map(NonZeroU32::get) {
+            Some(at) => {
+                // This header with SENDER inserted: the fields before it (and the padding
+                // after them) as they are, SENDER, the fields after it as they are.
+                let (at, end) = (at as usize, self.h.fields_end as usize);
+                w.put(self.frame.get(FIXED_HEADER_LEN..at)?);
+                let sender = w.sender(self.sender);
+                if at < end {
+                    w.align8();
+                    w.put(self.frame.get(at..end)?);
+                }
+                sender
+            }
+            None => {
+                let mut sender = 0;
+                for field in stamp_fields(self.frame, self.h).iter().flatten() {
+                    w.align8();
+                    match *field {
+                        StampField::Raw(bytes) => w.put(bytes),
+                        StampField::U32(code, v) => {
+                            w.put(&[code, 1, b'u', 0]);
+                            w.u32(v);
+                        }
+                        StampField::Sender => sender = w.sender(self.sender),
+                    }
+                }
+                sender
+            }
+        };
+        debug_assert_eq!(align_up(w.pos, 8), self.len, "stamped header length");
+        Some(Stamp {
+            head: Span::new(offset, self.len),
+            sender: Span::new(offset + sender, self.sender.len()),
+        })
+    }
+}
+
+/// The fields of the header that forwards a validated message, in code order.
+fn stamp_fields<'a>(frame: &'a [u8], h: &Header) -> [Option<StampField<'a>>; 9] {
+    // Validation proved that every known field is marshalled the one way the specification
+    // allows, starting at a multiple of 8: string-like fields are copied as they are (their
+    // offsets within 8 are kept, so their padding is too), numbers and SENDER are written anew.
+    let raw = |span: Option<FieldSpan>, prefix: usize| {
+        let value = span?.range();
+        frame
+            .get(value.start.checked_sub(prefix)?..value.end + 1)
+            .map(StampField::Raw)
+    };
+    [
+        raw(h.path, 8),
+        raw(h.interface, 8),
+        raw(h.member, 8),
+        raw(h.error_name, 8),
+        h.reply_serial
+            .map(|v| StampField::U32(FIELD_REPLY_SERIAL, v.get())),
+        raw(h.destination, 8),
+        Some(StampField::Sender),
+        raw(h.signature, 5),
+        (h.unix_fds != 0).then_some(StampField::U32(FIELD_UNIX_FDS, h.unix_fds)),
+    ]
+}
+
+/// Writes a header into a zeroed buffer of exactly the right length.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    big: bool,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.pos + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.pos..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.pos = end;
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.put(&if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+
+    /// Skips the (zero) padding up to a multiple of 8.
+    fn align8(&mut self) {
+        self.pos = align_up(self.pos, 8);
+    }
+
+    /// Writes a SENDER field at the current position (a multiple of 8); returns where its
+    /// value starts.
+    fn sender(&mut self, name: &[u8]) -> usize {
+        self.put(&[FIELD_SENDER, 1, b's', 0]);
+        self.u32(name.len() as u32);
+        let at = self.pos;
+        self.put(name);
+        self.pos += 1;
+        at
     }
 }
 
@@ -534,21 +830,28 @@ const FIELD_RULES: [FieldRule; 9] = [
 ];
 
 /// What [`validate`] learnt about a message.
+#[derive(Debug, Clone, Copy)]
 struct Header {
     endian: Endian,
     mtype: MessageType,
     flags: Flags,
     serial: u32,
-    reply_serial: Option<u32>,
-    path: Option<Span>,
-    interface: Option<Span>,
-    member: Option<Span>,
-    error_name: Option<Span>,
-    destination: Option<Span>,
-    sender: Option<Span>,
-    signature: Option<Span>,
+    reply_serial: Option<NonZeroU32>,
+    path: Option<FieldSpan>,
+    interface: Option<FieldSpan>,
+    member: Option<FieldSpan>,
+    error_name: Option<FieldSpan>,
+    destination: Option<FieldSpan>,
+    sender: Option<FieldSpan>,
+    signature: Option<FieldSpan>,
     unix_fds: u32,
     body_start: u32,
+    /// Where the header-field array ends.
+    fields_end: u32,
+    /// Set when the header fields are known ones in increasing code order, without SENDER or a
+    /// zero UNIX_FDS: where SENDER goes (the start of the first field after it, or the end of
+    /// the header), so that the forwarded header is this one with SENDER inserted.
+    sender_at: Option<NonZeroU32>,
 }
 
 /// The header-field array length (already limited to 64 MiB) and total message length for the
@@ -605,13 +908,19 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         signature: None,
         unix_fds: 0,
         body_start: body_start as u32,
+        fields_end: 0,
+        sender_at: None,
     };
 
     let mut v = Validator::new(bytes);
     let fields_end = FIXED_HEADER_LEN + fields_len as usize;
+    h.fields_end = fields_end as u32;
     let mut body_sig = None;
     let mut seen = 0u16;
     let mut pos = FIXED_HEADER_LEN;
+    // For `Header::sender_at`: whether the codes increase, where the first field after SENDER
+    // starts, whether UNIX_FDS is 0.
+    let (mut ordered, mut last_code, mut after_sender, mut zero_fds) = (true, 0, None, false);
     while pos < fields_end {
         pos = v.pad(pos, 8, fields_end).map_err(in_header)?;
         if pos >= fields_end {
@@ -620,61 +929,49 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
             ));
         }
         let code = bytes.u8_at(pos).ok_or(WireError::Truncated)?;
-        let (sig_start, sig_len, value) =
-            v.signature_value(pos + 1, fields_end).map_err(in_header)?;
-        if code == 0 {
-            return Err(WireError::BadHeaderField("field code 0 (INVALID)"));
-        }
-        let Some(rule) = FIELD_RULES.get(usize::from(code) - 1) else {
+        ordered &= code > last_code;
+        last_code = code;
+        let field_start = pos;
+        // A known field framed as it should be (as nearly all are) is read directly; any other
+        // goes the general way, which also finds what is wrong with it.
+        let value = match known_field(bytes, pos, fields_end, seen) {
+            Some(value) => value,
+            None => general_field(&mut v, pos, fields_end, seen)?,
+        };
+        let Some(rule) = FIELD_RULES.get(usize::from(code).wrapping_sub(1)) else {
             // Unknown field: accepted if well formed, and dropped when forwarded.
-            let top = v.tables_top();
-            let (table, depth) = v.signature(sig_start, sig_len, true).map_err(in_header)?;
-            if 3 + depth > crate::signature::MAX_TOTAL_DEPTH {
-                return Err(WireError::BadHeaderField(
-                    "nested more than 64 containers deep",
-                ));
-            }
-            pos = v
-                .values(sig_start, sig_len, table, value, fields_end, 3)
-                .map_err(in_header)?;
-            v.release(top);
+            ordered = false;
+            pos = value.end();
             continue;
         };
-        debug_assert_eq!(rule.code, code);
-        if seen & (1 << code) != 0 {
-            return Err(WireError::BadHeaderField(rule.repeated));
-        }
         seen |= 1 << code;
-        if sig_len != 1 || bytes.u8_at(sig_start) != Some(rule.sig) {
-            return Err(WireError::BadHeaderField(rule.wrong_type));
-        }
         let invalid = WireError::BadHeaderField(rule.invalid);
-        match rule.sig {
-            b'u' => {
-                let p = v.pad(value, 4, fields_end).map_err(in_header)?;
-                let n = v.u32_within(p, fields_end).map_err(in_header)?;
-                pos = p + 4;
+        match value {
+            Value::U32 { n, end } => {
+                pos = end;
                 if code == FIELD_REPLY_SERIAL {
-                    h.reply_serial = Some(n).filter(|&n| n != 0);
+                    h.reply_serial = NonZeroU32::new(n);
                     if h.reply_serial.is_none() {
                         return Err(invalid);
                     }
                 } else {
                     h.unix_fds = n;
+                    zero_fds = n == 0;
+                    after_sender = after_sender.or(Some(field_start));
                 }
             }
-            b'g' => {
-                let (start, len, end) = v.signature_value(value, fields_end).map_err(in_header)?;
+            Value::Sig { start, len, end } => {
                 // The body's signature keeps its end table for the body walk below.
                 let (table, _) = v.signature(start, len, false)?;
                 body_sig = Some((start, len, table));
-                h.signature = Some(Span::new(start, len));
+                h.signature = FieldSpan::new(start, len);
+                after_sender = after_sender.or(Some(field_start));
                 pos = end;
             }
-            _ => {
+            Value::Str { start, len, end } => {
                 // The name checks accept only ASCII without nul bytes, so they also do the
                 // string checks.
-                let (s, end) = v.string_bytes(value, fields_end).map_err(in_header)?;
+                let s = data.get(start..start + len).ok_or(WireError::Truncated)?;
                 let valid = match code {
                     FIELD_PATH => names::object_path(s),
                     FIELD_INTERFACE | FIELD_ERROR_NAME => names::interface(s),
@@ -684,7 +981,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                 if !valid {
                     return Err(invalid);
                 }
-                let span = Some(Span::new(end - 1 - s.len(), s.len()));
+                let span = FieldSpan::new(start, len);
                 match code {
                     FIELD_PATH => h.path = span,
                     FIELD_INTERFACE => h.interface = span,
@@ -695,6 +992,7 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
                 }
                 pos = end;
             }
+            Value::Unknown { end } => pos = end,
         }
     }
     let padding = data
@@ -702,6 +1000,9 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
         .ok_or(WireError::Truncated)?;
     if padding.iter().any(|&b| b != 0) {
         return Err(WireError::NonZeroPadding);
+    }
+    if ordered && h.sender.is_none() && !zero_fds {
+        h.sender_at = NonZeroU32::new(after_sender.unwrap_or(body_start) as u32);
     }
 
     let required: &[(bool, &'static str)] = match mtype {
@@ -746,18 +1047,147 @@ fn validate(data: &[u8], received: Option<usize>) -> Result<Header, WireError> {
     Ok(h)
 }
 
+/// Where the value of a header field is, and where the field ends.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    /// A `u`.
+    U32 { n: u32, end: usize },
+    /// A `g`: its text.
+    Sig {
+        start: usize,
+        len: usize,
+        end: usize,
+    },
+    /// An `s` or `o`: its text.
+    Str {
+        start: usize,
+        len: usize,
+        end: usize,
+    },
+    /// A field of an unknown code, validated.
+    Unknown { end: usize },
+}
+
+impl Value {
+    fn end(self) -> usize {
+        match self {
+            Value::U32 { end, .. }
+            | Value::Sig { end, .. }
+            | Value::Str { end, .. }
+            | Value::Unknown { end } => end,
+        }
+    }
+}
+
+/// The signature each known header field must have, by code.
+const FIELD_SIGS: [u8; 10] = [0, b'o', b's', b's', b's', b'u', b's', b's', b'g', b'u'];
+
+/// The header field at `pos` (a multiple of 8, below `limit`), when it is a known field not
+/// `seen` before, with its one allowed signature and a value that lies within `limit` with its
+/// nul terminator in place; `None` for anything else, which [`general_field`] then reads (and
+/// finds what is wrong with). Both find the same value for a field this accepts.
+fn known_field(bytes: Bytes<'_>, pos: usize, limit: usize, seen: u16) -> Option<Value> {
+    let data = bytes.data;
+    let &[code, 1, sig, 0] = data.get(pos..pos + 4)? else {
+        return None;
+    };
+    if code == 0 || FIELD_SIGS.get(usize::from(code)) != Some(&sig) || seen & (1 << code) != 0 {
+        return None;
+    }
+    let nul_at = |nul: usize| nul < limit && data.get(nul) == Some(&0);
+    match sig {
+        b'u' => (pos + 8 <= limit).then(|| {
+            Some(Value::U32 {
+                n: bytes.u32_at(pos + 4)?,
+                end: pos + 8,
+            })
+        })?,
+        b'g' => {
+            let len = usize::from(*data.get(pos + 4)?);
+            let nul = pos + 5 + len;
+            nul_at(nul).then_some(Value::Sig {
+                start: pos + 5,
+                len,
+                end: nul + 1,
+            })
+        }
+        _ => {
+            if pos + 8 > limit {
+                return None;
+            }
+            let len = bytes.u32_at(pos + 4)? as usize;
+            let nul = (pos + 8).checked_add(len)?;
+            nul_at(nul).then_some(Value::Str {
+                start: pos + 8,
+                len,
+                end: nul + 1,
+            })
+        }
+    }
+}
+
+/// The header field at `pos` (a multiple of 8, below `limit`), checked step by step: its code,
+/// whether it was `seen`, its variant's signature, the framing of its value. An unknown field
+/// is validated whole.
+fn general_field(
+    v: &mut Validator<'_>,
+    pos: usize,
+    limit: usize,
+    seen: u16,
+) -> Result<Value, WireError> {
+    let code = v.bytes().u8_at(pos).ok_or(WireError::Truncated)?;
+    let (sig_start, sig_len, value) = v.signature_value(pos + 1, limit).map_err(in_header)?;
+    if code == 0 {
+        return Err(WireError::BadHeaderField("field code 0 (INVALID)"));
+    }
+    let Some(rule) = FIELD_RULES.get(usize::from(code) - 1) else {
+        let top = v.tables_top();
+        let (table, depth) = v.signature(sig_start, sig_len, true).map_err(in_header)?;
+        if 3 + depth > crate::signature::MAX_TOTAL_DEPTH {
+            return Err(WireError::BadHeaderField(
+                "nested more than 64 containers deep",
+            ));
+        }
+        let end = v
+            .values(sig_start, sig_len, table, value, limit, 3)
+            .map_err(in_header)?;
+        v.release(top);
+        return Ok(Value::Unknown { end });
+    };
+    debug_assert_eq!(rule.code, code);
+    if seen & (1 << code) != 0 {
+        return Err(WireError::BadHeaderField(rule.repeated));
+    }
+    if sig_len != 1 || v.bytes().u8_at(sig_start) != Some(rule.sig) {
+        return Err(WireError::BadHeaderField(rule.wrong_type));
+    }
+    Ok(match rule.sig {
+        b'u' => {
+            let p = v.pad(value, 4, limit).map_err(in_header)?;
+            let n = v.u32_within(p, limit).map_err(in_header)?;
+            Value::U32 { n, end: p + 4 }
+        }
+        b'g' => {
+            let (start, len, end) = v.signature_value(value, limit).map_err(in_header)?;
+            Value::Sig { start, len, end }
+        }
+        _ => {
+            let (s, end) = v.string_bytes(value, limit).map_err(in_header)?;
+            Value::Str {
+                start: end - 1 - s.len(),
+                len: s.len(),
+                end,
+            }
+        }
+    })
+}
+
 /// Errors inside the header-field array are header errors, whatever the walker called them.
 fn in_header(e: WireError) -> WireError {
     match e {
         WireError::BadBody(w) => WireError::BadHeaderField(w),
         other => other,
     }
-}
-
-/// A shared empty fd list, so messages without fds allocate nothing for them.
-fn no_fds() -> Arc<[OwnedFd]> {
-    static EMPTY: std::sync::OnceLock<Arc<[OwnedFd]>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
 }
 
 /// The value of a header field to marshal.

@@ -128,6 +128,11 @@ impl<'a> Validator<'a> {
         Ok((base, depth))
     }
 
+    /// The bytes being validated.
+    pub(crate) fn bytes(&self) -> Bytes<'a> {
+        self.bytes
+    }
+
     /// Releases signature tables reserved since the table stack had height `top`.
     pub(crate) fn release(&mut self, top: usize) {
         self.tables.free(top);
@@ -158,7 +163,7 @@ impl<'a> Validator<'a> {
             si: 0,
             table: to_u32(table)?,
         };
-        let mut frames = SmallStack::<Frame, 16>::new(Frame::Array {
+        let mut frames = SmallStack::<Frame, 8>::new(Frame::Array {
             elem: 0,
             after: 0,
             end: 0,
@@ -522,7 +527,7 @@ struct Tables {
     top: usize,
 }
 
-const TABLES_INLINE: usize = 512;
+const TABLES_INLINE: usize = 64;
 
 impl Tables {
     fn new() -> Self {

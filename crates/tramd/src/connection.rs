@@ -7,11 +7,18 @@
 //!   per-connection queue, and a message takes as many from the front as its `UNIX_FDS` header
 //!   field declares. Fds on a connection that did not negotiate fd passing, truncated control
 //!   data, or more than [`MAX_QUEUED_FDS`] waiting fds are errors.
-//! * **Framing.** Complete messages are cut with [`tram_wire::frame_len`], each copied once into
-//!   its own buffer and validated by [`Message::parse`]; a message declaring more than
-//!   [`MAX_MESSAGE_LEN`] bytes, or more than the configured `max_message_size`, is an error
-//!   before any of its body is buffered, and so is a message carrying more fds than
-//!   `max_message_unix_fds` (or fds waiting for a message beyond that number).
+//! * **Framing.** Complete messages are cut with [`tram_wire::frame_len`], validated where they
+//!   are by [`Message::receive`] and copied once into a buffer of their own, followed by the
+//!   header the bus will forward them with (the connection's unique name as SENDER), so that
+//!   forwarding allocates nothing more. A message declaring more than [`MAX_MESSAGE_LEN`] bytes,
+//!   or more than the configured `max_message_size`, is an error before any of its body is
+//!   buffered, and so is a message carrying more fds than `max_message_unix_fds` (or fds
+//!   waiting for a message beyond that number).
+//! * **Large messages are not copied.** A message of at least [`LARGE_MESSAGE`] bytes (and at
+//!   most [`MAX_READ`]) is read straight into a buffer of its own as soon as its fixed header
+//!   is there; after one, the next fixed header is read on its own, so that a stream of large
+//!   messages never passes through the shared buffer. Their buffers are reused once nothing
+//!   refers to them any more (up to [`MAX_READ`] bytes of them are kept).
 //! * **Incoming limits.** One read takes at most `max_incoming_bytes` (and never less than a
 //!   fixed header), and every complete message is handed on before the next read, so no more
 //!   than that much of complete messages waits undispatched: what dbus-daemon's
@@ -19,7 +26,8 @@
 //!   its last byte arrives; the event loop bounds how long (`pending_fd_timeout`).
 //! * **Idle connections are cheap.** Reads land in a scratch buffer shared by all connections;
 //!   a connection keeps bytes only while a message is incomplete, and its receive buffer is
-//!   freed as soon as it is empty again.
+//!   freed as soon as it is empty again. A connection holds at most [`MAX_READ`] bytes, or
+//!   twice what it sent, for a message it has not finished sending.
 //! * **Writing.** Raw bytes (authentication replies) go first, then the bus's transmit queue,
 //!   many messages per vectored `sendmsg` with `MSG_NOSIGNAL`. A message with fds starts its
 //!   own `sendmsg`, its fds attached to its first byte. A partial write is resumed later from
@@ -51,6 +59,10 @@ const SCRATCH_LEN: usize = 64 * 1024;
 const MIN_READ: usize = 4096;
 /// The most a read into a connection's own buffer asks for.
 const MAX_READ: usize = 1024 * 1024;
+/// Messages from this length up to [`MAX_READ`] are read into a buffer of their own.
+pub(crate) const LARGE_MESSAGE: usize = 16 * 1024;
+/// The most bytes the buffers kept for large messages take together.
+const POOL_BYTES: usize = MAX_READ;
 /// A receive buffer larger than this is shrunk once it is mostly empty.
 const SHRINK_ABOVE: usize = 2 * MAX_READ;
 /// How many iovecs one `sendmsg` carries (two per message at most).
@@ -60,6 +72,9 @@ const MAX_IOVECS: usize = 64;
 pub(crate) struct Scratch {
     data: Vec<u8>,
     control: Vec<MaybeUninit<u8>>,
+    /// Buffers of large messages, so that a stream of them costs neither zeroing nor fresh
+    /// pages.
+    pool: BufferPool,
 }
 
 /// The configured limits that apply while reading.
@@ -78,9 +93,21 @@ pub(crate) struct RecvLimits {
 pub(crate) struct Connection {
     fd: OwnedFd,
     rx: RxBuf,
+    /// A large message being read into its own buffer.
+    large: Option<LargeRx>,
+    /// The last message was large: read the next fixed header on its own.
+    header_first: bool,
     rx_fds: VecDeque<OwnedFd>,
     tx_raw: Vec<u8>,
     unix_fds: bool,
+}
+
+/// A message read straight into its own buffer: `filled` of its `len` bytes are there.
+#[derive(Debug)]
+struct LargeRx {
+    buf: Arc<[u8]>,
+    len: usize,
+    filled: usize,
 }
 
 /// What one [`Connection::receive`] call saw.
@@ -89,6 +116,8 @@ pub(crate) enum Received {
     /// Bytes arrived. `more_likely` is false when the read did not fill its buffer, so the
     /// socket is probably drained.
     Data {
+        /// How many.
+        bytes: usize,
         /// Whether another read would probably find more.
         more_likely: bool,
     },
@@ -189,7 +218,46 @@ impl Scratch {
         Scratch {
             data: vec![0; SCRATCH_LEN],
             control: vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))],
+            pool: BufferPool::default(),
         }
+    }
+}
+
+/// Buffers of large messages, reused once nothing refers to them any more.
+#[derive(Default)]
+struct BufferPool {
+    /// At most [`POOL_BYTES`] in all.
+    bufs: Vec<Arc<[u8]>>,
+}
+
+impl BufferPool {
+    /// A buffer of at least `len` bytes that nothing else refers to: a kept one of up to twice
+    /// that length, or a new one. Its bytes may be those of an earlier message.
+    fn take(&mut self, len: usize) -> Arc<[u8]> {
+        let free = |b: &Arc<[u8]>| {
+            (len..=2 * len).contains(&b.len())
+                && Arc::strong_count(b) == 1
+                && Arc::weak_count(b) == 0
+        };
+        match self.bufs.iter().position(free) {
+            Some(i) => self.bufs.swap_remove(i),
+            None => std::iter::repeat_n(0, len).collect(),
+        }
+    }
+
+    /// Keeps `buf` (a large message's) for reuse, if there is room, making room by dropping
+    /// kept buffers nothing refers to any more.
+    fn keep(&mut self, buf: &Arc<[u8]>) {
+        if buf.len() > POOL_BYTES {
+            return;
+        }
+        while self.bufs.iter().map(|b| b.len()).sum::<usize>() + buf.len() > POOL_BYTES {
+            match self.bufs.iter().position(|b| Arc::strong_count(b) == 1) {
+                Some(i) => drop(self.bufs.swap_remove(i)),
+                None => return,
+            }
+        }
+        self.bufs.push(Arc::clone(buf));
     }
 }
 
@@ -199,6 +267,8 @@ impl Connection {
         Connection {
             fd,
             rx: RxBuf::default(),
+            large: None,
+            header_first: false,
             rx_fds: VecDeque::new(),
             tx_raw: Vec::new(),
             unix_fds: false,
@@ -258,7 +328,8 @@ impl Connection {
         !self.rx_fds.is_empty()
     }
 
-    /// Reads once and appends every complete message to `out`.
+    /// Reads once and appends every complete message to `out`. `sender` is the connection's
+    /// unique name, once it has one: the name the bus forwards its messages with.
     ///
     /// # Errors
     /// Socket errors, invalid messages, fd misuse: the connection must be closed.
@@ -267,10 +338,36 @@ impl Connection {
         scratch: &mut Scratch,
         out: &mut Vec<Message>,
         limits: &RecvLimits,
+        sender: Option<&str>,
     ) -> Result<Received, ConnError> {
         let max_read = limits.max_read.max(FIXED_HEADER_LEN);
+        if let Some(large) = &mut self.large {
+            let end = large.len.min(large.filled + max_read);
+            let Some(buf) = Arc::get_mut(&mut large.buf).and_then(|b| b.get_mut(large.filled..end))
+            else {
+                // Not reached: the buffer is shared only once the message is complete.
+                return Err(ConnError::Io(io::Error::other("receive buffer is shared")));
+            };
+            let (n, full) = recv(self.fd.as_fd(), buf, &mut scratch.control, &mut self.rx_fds)?;
+            large.filled += n.unwrap_or(0);
+            let complete = large.filled == large.len;
+            self.check_fds()?;
+            if let Some(large) = self.large.take_if(|_| complete) {
+                let msg =
+                    Message::receive_in_place(large.buf, large.len, &mut self.rx_fds, sender)?;
+                scratch.pool.keep(msg.buffer());
+                push_message(msg, out, limits)?;
+                self.header_first = true;
+            }
+            self.check_pending_fds(limits)?;
+            return Ok(received(n, full));
+        }
         if self.rx.is_empty() {
-            let len = scratch.data.len().min(max_read);
+            let len = if self.header_first {
+                FIXED_HEADER_LEN
+            } else {
+                scratch.data.len().min(max_read)
+            };
             let data = scratch.data.get_mut(..len).unwrap_or_default();
             let (n, full) = recv(
                 self.fd.as_fd(),
@@ -281,9 +378,11 @@ impl Connection {
             self.check_fds()?;
             if let Some(n) = n {
                 let data = scratch.data.get(..n).unwrap_or_default();
-                let used = split_messages(data, &mut self.rx_fds, out, limits)?;
+                let used = split_messages(data, &mut self.rx_fds, out, limits, sender)?;
                 let rest = data.get(used..).unwrap_or_default();
-                if !rest.is_empty() {
+                self.large = start_large(rest, limits, sender, &mut scratch.pool)?;
+                self.header_first = self.large.is_some();
+                if self.large.is_none() && !rest.is_empty() {
                     self.rx.append(rest);
                 }
                 self.check_pending_fds(limits)?;
@@ -303,7 +402,7 @@ impl Connection {
         if let Some(n) = n {
             self.rx.commit(n);
         }
-        self.process_buffered(out, limits)?;
+        self.process_buffered(scratch, out, limits, sender)?;
         Ok(received(n, full))
     }
 
@@ -314,12 +413,21 @@ impl Connection {
     /// Invalid messages, messages over the limits, and fd misuse.
     pub(crate) fn process_buffered(
         &mut self,
+        scratch: &mut Scratch,
         out: &mut Vec<Message>,
         limits: &RecvLimits,
+        sender: Option<&str>,
     ) -> Result<(), ConnError> {
         self.check_fds()?;
-        let used = split_messages(self.rx.data(), &mut self.rx_fds, out, limits)?;
+        let used = split_messages(self.rx.data(), &mut self.rx_fds, out, limits, sender)?;
         self.rx.consume(used);
+        if self.large.is_none() {
+            self.large = start_large(self.rx.data(), limits, sender, &mut scratch.pool)?;
+            if self.large.is_some() {
+                self.header_first = true;
+                self.rx.consume(self.rx.data().len());
+            }
+        }
         self.check_pending_fds(limits)?;
         if self.rx_fds.is_empty() && self.rx_fds.capacity() > 16 {
             self.rx_fds = VecDeque::new();
@@ -468,6 +576,7 @@ fn split_messages(
     fds: &mut VecDeque<OwnedFd>,
     out: &mut Vec<Message>,
     limits: &RecvLimits,
+    sender: Option<&str>,
 ) -> Result<usize, ConnError> {
     let mut used = 0;
     loop {
@@ -478,17 +587,56 @@ fn split_messages(
         let Some(frame) = rest.get(..len) else {
             return Ok(used);
         };
-        let msg = build_message(frame, fds)?;
-        let n_fds = msg.unix_fds() as usize;
-        if n_fds > limits.max_message_unix_fds {
-            return Err(ConnError::MessageTooManyFds {
-                fds: n_fds,
-                max: limits.max_message_unix_fds,
-            });
-        }
-        out.push(msg);
+        push_message(Message::receive(frame, fds, sender)?, out, limits)?;
         used += len;
     }
+}
+
+/// Hands on a received message, unless it carries more fds than a message may.
+fn push_message(
+    msg: Message,
+    out: &mut Vec<Message>,
+    limits: &RecvLimits,
+) -> Result<(), ConnError> {
+    let n_fds = msg.unix_fds() as usize;
+    if n_fds > limits.max_message_unix_fds {
+        return Err(ConnError::MessageTooManyFds {
+            fds: n_fds,
+            max: limits.max_message_unix_fds,
+        });
+    }
+    out.push(msg);
+    Ok(())
+}
+
+/// When `rest`, the start of an incomplete message, shows a message of [`LARGE_MESSAGE`] to
+/// [`MAX_READ`] bytes (and no more than one read may take), a buffer of its own holding
+/// `rest`, to read the rest into.
+fn start_large(
+    rest: &[u8],
+    limits: &RecvLimits,
+    sender: Option<&str>,
+    pool: &mut BufferPool,
+) -> Result<Option<LargeRx>, ConnError> {
+    let Some(len) = message_len(rest, limits)? else {
+        return Ok(None);
+    };
+    let most = MAX_READ.min(limits.max_read);
+    if !(LARGE_MESSAGE..=most).contains(&len) || rest.len() >= len {
+        return Ok(None);
+    }
+    let room = tram_wire::receive_buffer_len(rest, sender)?.unwrap_or(len);
+    let mut buf = pool.take(room.max(len));
+    match Arc::get_mut(&mut buf).and_then(|b| b.get_mut(..rest.len())) {
+        Some(start) => start.copy_from_slice(rest),
+        // Not reached: the pool hands out buffers nothing else refers to.
+        None => return Ok(None),
+    }
+    Ok(Some(LargeRx {
+        buf,
+        len,
+        filled: rest.len(),
+    }))
 }
 
 /// The total length of the message starting `prefix`, once its fixed header is there.
@@ -511,17 +659,14 @@ fn message_len(prefix: &[u8], limits: &RecvLimits) -> Result<Option<usize>, Conn
     Ok(len)
 }
 
-/// Copies one frame into its own buffer and validates it with the fds it declares.
-fn build_message(frame: &[u8], fds: &mut VecDeque<OwnedFd>) -> Result<Message, ConnError> {
-    let data: Arc<[u8]> = Arc::from(frame);
-    Ok(Message::parse_from_queue(data, fds)?)
-}
-
 fn received(n: Option<usize>, full: bool) -> Received {
     match n {
         None => Received::WouldBlock,
         Some(0) => Received::Eof,
-        Some(_) => Received::Data { more_likely: full },
+        Some(bytes) => Received::Data {
+            bytes,
+            more_likely: full,
+        },
     }
 }
 
@@ -700,7 +845,10 @@ mod tests {
         assert_eq!(received(Some(0), false), Received::Eof);
         assert_eq!(
             received(Some(3), true),
-            Received::Data { more_likely: true }
+            Received::Data {
+                bytes: 3,
+                more_likely: true
+            }
         );
     }
 
@@ -738,14 +886,14 @@ mod tests {
         let mut scratch = Scratch::new();
         let mut out = Vec::new();
         client.write_all(&bytes).unwrap();
-        conn.receive(&mut scratch, &mut out, &limits(bytes.len()))
+        conn.receive(&mut scratch, &mut out, &limits(bytes.len()), None)
             .unwrap();
         assert_eq!(out.len(), 1, "a message of exactly the limit passes");
         // One byte over: refused from its fixed header, before the body is buffered.
         let (mut client, mut conn) = pair();
         client.write_all(&bytes[..FIXED_HEADER_LEN]).unwrap();
         let err = conn
-            .receive(&mut scratch, &mut out, &limits(bytes.len() - 1))
+            .receive(&mut scratch, &mut out, &limits(bytes.len() - 1), None)
             .unwrap_err();
         assert!(
             matches!(err, ConnError::MessageTooLarge { len, max } if len == bytes.len() && max == bytes.len() - 1),
@@ -767,11 +915,11 @@ mod tests {
         };
         // Each read takes one message's worth, so at most that much waits undispatched.
         for n in 1..=4 {
-            conn.receive(&mut scratch, &mut out, &limits).unwrap();
+            conn.receive(&mut scratch, &mut out, &limits, None).unwrap();
             assert_eq!(out.len(), n);
         }
         assert_eq!(
-            conn.receive(&mut scratch, &mut out, &limits).unwrap(),
+            conn.receive(&mut scratch, &mut out, &limits, None).unwrap(),
             Received::WouldBlock
         );
     }
@@ -799,7 +947,7 @@ mod tests {
         let (client, mut conn) = pair();
         conn.set_unix_fds(true).unwrap();
         send(&client, &signal(8, 4), 4);
-        conn.receive(&mut scratch, &mut out, &LIMITS).unwrap();
+        conn.receive(&mut scratch, &mut out, &LIMITS, None).unwrap();
         assert_eq!((out.len(), out[0].fds().len()), (1, 4));
         // Five: refused, whole or with its body still to come.
         for partial in [false, true] {
@@ -808,7 +956,9 @@ mod tests {
             let bytes = signal(8, 5);
             let bytes = if partial { &bytes[..20] } else { &bytes[..] };
             send(&client, bytes, 5);
-            let err = conn.receive(&mut scratch, &mut out, &LIMITS).unwrap_err();
+            let err = conn
+                .receive(&mut scratch, &mut out, &LIMITS, None)
+                .unwrap_err();
             assert!(
                 matches!(err, ConnError::MessageTooManyFds { fds: 5, max: 4 }),
                 "{err}"
@@ -819,10 +969,152 @@ mod tests {
         conn.set_unix_fds(true).unwrap();
         let bytes = signal(8, 1);
         send(&client, &bytes[..20], 1);
-        conn.receive(&mut scratch, &mut out, &LIMITS).unwrap();
+        conn.receive(&mut scratch, &mut out, &LIMITS, None).unwrap();
         assert!(conn.has_pending_fds());
         std::io::Write::write_all(&mut &client, &bytes[20..]).unwrap();
-        conn.receive(&mut scratch, &mut out, &LIMITS).unwrap();
+        conn.receive(&mut scratch, &mut out, &LIMITS, None).unwrap();
         assert!(!conn.has_pending_fds());
+    }
+
+    /// Receives until `n` messages arrived (waiting for the socket with `poll`), and returns
+    /// the byte counts of the reads.
+    fn receive_n(
+        conn: &mut Connection,
+        out: &mut Vec<Message>,
+        n: usize,
+        sender: Option<&str>,
+    ) -> Vec<usize> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut scratch = Scratch::new();
+        let mut reads = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while out.len() < n {
+            assert!(std::time::Instant::now() < deadline, "{} of {n}", out.len());
+            match conn.receive(&mut scratch, out, &LIMITS, sender).unwrap() {
+                Received::Data { bytes, .. } => reads.push(bytes),
+                Received::WouldBlock => {
+                    let mut fds = [PollFd::new(conn, PollFlags::IN)];
+                    let timeout = Timespec {
+                        tv_sec: 1,
+                        tv_nsec: 0,
+                    };
+                    poll(&mut fds, Some(&timeout)).unwrap();
+                }
+                Received::Eof => panic!("end of file after {} messages", out.len()),
+            }
+        }
+        reads
+    }
+
+    #[test]
+    fn large_messages_are_read_into_their_own_buffers() {
+        let sizes = [100, 40_000, 70_000, 50, 20, 300_000, LARGE_MESSAGE, 10];
+        let messages: Vec<Vec<u8>> = sizes.iter().map(|&n| signal(n, 0)).collect();
+        let stream = messages.concat();
+        let (client, mut conn) = pair();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            (&client).write_all(&stream).unwrap();
+            client
+        });
+        let mut out = Vec::new();
+        let reads = receive_n(&mut conn, &mut out, messages.len(), Some(":1.5"));
+        let _client = writer.join().unwrap();
+        for (msg, bytes) in out.iter().zip(&messages) {
+            assert_eq!(msg.as_bytes(), &bytes[..]);
+            let forwarded = msg.stamp_sender(":1.5").parts().concat();
+            let again = Message::parse(forwarded.into(), Vec::new()).unwrap();
+            assert_eq!(again.sender(), Some(":1.5"));
+            assert_eq!(again.body(), msg.body());
+        }
+        // After a large message, the next fixed header is read on its own (or what there is
+        // of it, when the writer is behind).
+        let headers = reads.iter().filter(|&&n| n <= FIXED_HEADER_LEN).count();
+        assert!(headers >= 3, "{reads:?}");
+        assert!(conn.large.is_none() && conn.rx.is_empty());
+        // No read took more than the large messages' own lengths plus what the shared buffer
+        // holds: they were not gathered in the connection's buffer.
+        assert!(reads.iter().all(|&n| n <= 300_100), "{reads:?}");
+    }
+
+    #[test]
+    fn large_messages_arriving_in_pieces_with_fds() {
+        use std::io::Write;
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let bytes = signal(50_000, 1);
+        let (client, mut conn) = pair();
+        conn.set_unix_fds(true).unwrap();
+        // The fds come with the second piece, in the middle of the message.
+        client
+            .try_clone()
+            .unwrap()
+            .write_all(&bytes[..100])
+            .unwrap();
+        let fds = [devnull.as_fd()];
+        let rights = SendAncillaryMessage::ScmRights(&fds);
+        let mut space = vec![MaybeUninit::uninit(); rights.size()];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(rights));
+        rustix::net::sendmsg(
+            &client,
+            &[IoSlice::new(&bytes[100..30_000])],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        let mut scratch = Scratch::new();
+        let mut out = Vec::new();
+        while conn.large.is_none() || !conn.has_pending_fds() {
+            conn.receive(&mut scratch, &mut out, &LIMITS, None).unwrap();
+        }
+        assert!(out.is_empty());
+        let writer = std::thread::spawn(move || {
+            (&client).write_all(&bytes[30_000..]).unwrap();
+            (client, bytes)
+        });
+        receive_n(&mut conn, &mut out, 1, None);
+        let (_client, bytes) = writer.join().unwrap();
+        assert_eq!(out[0].as_bytes(), &bytes[..]);
+        assert_eq!(out[0].fds().len(), 1);
+        assert!(!conn.has_pending_fds());
+    }
+
+    #[test]
+    fn large_buffers_are_reused_once_free() {
+        let mut pool = BufferPool::default();
+        let a = pool.take(100_000);
+        assert_eq!(a.len(), 100_000);
+        pool.keep(&a);
+        // In use: not handed out again.
+        let b = pool.take(100_000);
+        assert!(!Arc::ptr_eq(&a, &b));
+        pool.keep(&b);
+        let a_ptr = Arc::as_ptr(&a);
+        drop(a);
+        // Free, and of a fitting size: reused, taken out of the pool.
+        let c = pool.take(60_000);
+        assert_eq!(Arc::as_ptr(&c), a_ptr);
+        assert_eq!(pool.bufs.len(), 1);
+        // Too large for the message (more than twice its length): a new one.
+        let small = pool.take(1_000);
+        assert_eq!(small.len(), 1_000);
+        // Never more than POOL_BYTES kept: free buffers make room, busy ones do not.
+        drop(b);
+        for _ in 0..20 {
+            let big = pool.take(300_000);
+            pool.keep(&big);
+        }
+        let kept: usize = pool.bufs.iter().map(|b| b.len()).sum();
+        assert!(kept <= POOL_BYTES, "{kept}");
+        let busy: Vec<_> = (0..4).map(|_| pool.take(300_000)).collect();
+        for b in &busy {
+            pool.keep(b);
+        }
+        let kept: usize = pool.bufs.iter().map(|b| b.len()).sum();
+        assert!(kept <= POOL_BYTES, "{kept}");
+        let huge = pool.take(POOL_BYTES + 1);
+        pool.keep(&huge);
+        assert!(!pool.bufs.iter().any(|b| Arc::ptr_eq(b, &huge)));
+        drop(c);
     }
 }

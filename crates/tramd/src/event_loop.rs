@@ -9,10 +9,11 @@
 //!   dbus-daemon, a connection is *incomplete* until the bus gave it a unique name (Hello): it
 //!   must get there within `auth_timeout`, and beyond `max_incomplete_connections` the oldest
 //!   incomplete one is dropped;
-//! * a connection reads at most [`READ_BUDGET`] times per turn; on a `nonce-tcp:` listener the
-//!   first 16 bytes must be the nonce, or the connection is dropped; while it authenticates the
-//!   bytes feed its SASL state machine, afterwards they are cut into messages handed to the bus
-//!   one by one;
+//! * a connection reads at most [`READ_BUDGET`] times and about [`TURN_BYTES`] bytes per turn,
+//!   so that one sending as fast as it can does not hold up the others; on a `nonce-tcp:`
+//!   listener the first 16 bytes must be the nonce, or the connection is dropped; while it
+//!   authenticates the bytes feed its SASL state machine, afterwards they are cut into messages
+//!   handed to the bus one by one;
 //! * at `BEGIN` the connection is admitted as dbus-daemon admits it: an ANONYMOUS client only
 //!   with `<allow_anonymous/>`, anyone else only if [`Bus::admits`] its user (the policy's
 //!   `user`/`group` rules); a refused client, which saw `OK`, is disconnected before anything
@@ -39,8 +40,9 @@
 ////! * under systemd ([`Notifier`]) the loop reports `READY=1` when it starts, `STATUS=` lines,
 //!   `STOPPING=1` when it stops, and `WATCHDOG=1` at half the watchdog timeout;
 //! * after every input to the bus the loop drains [`Bus::poll_action`] (closing the peers the
-//!   bus dropped) and collects [`Bus::take_dirty`]; at the end of the turn every dirty peer is
-//!   flushed, so a peer receiving many messages in one turn gets them in few `sendmsg` calls.
+//!   bus dropped); at the end of the turn it takes the peers with something to write
+//!   ([`Bus::take_dirty`]) and flushes each once, so a peer receiving many messages in one turn
+//!   gets them in few `sendmsg` calls.
 //!
 //! Write interest is registered only while a connection has bytes it could not write, and is
 //! recomputed from that state after every flush. A connection closed during a turn is removed
@@ -80,6 +82,10 @@ use crate::signals::Signals;
 pub(crate) const ACCEPT_BUDGET: usize = 64;
 /// The most reads from one connection per turn.
 pub(crate) const READ_BUDGET: usize = 16;
+/// After reading this many bytes from one connection in a turn, the loop reads no more from it
+/// until the next turn: a connection sending as fast as it can delays the others' messages by
+/// no more than the time the bus takes to handle this much.
+pub(crate) const TURN_BYTES: usize = 16 * 1024;
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many epoll events one wait returns at most.
@@ -289,9 +295,12 @@ impl EventLoop {
 
     fn serve(&mut self) -> io::Result<Exit> {
         let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
+        // The clock is read once per turn, after waiting. The next wait is measured from that
+        // reading, so a timer fires up to one turn's work late.
+        let mut now = Instant::now();
         loop {
             let timeout = self.next_deadline().map(|deadline| {
-                let wait = deadline.saturating_duration_since(Instant::now());
+                let wait = deadline.saturating_duration_since(now);
                 Timespec::try_from(wait).unwrap_or(Timespec {
                     tv_sec: i64::MAX,
                     tv_nsec: 0,
@@ -302,7 +311,7 @@ impl EventLoop {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let now = Instant::now();
+            now = Instant::now();
             // Service directories first: a client that changed one and then asks for the name
             // finds it, when both arrive in one turn.
             let watcher_token = Token::Watcher.encode();
@@ -517,7 +526,7 @@ impl EventLoop {
                 return;
             };
             let more_likely = match conn.io.receive_raw(&mut self.scratch) {
-                Ok(Received::Data { more_likely }) => more_likely,
+                Ok(Received::Data { more_likely, .. }) => more_likely,
                 Ok(Received::WouldBlock) => return,
                 Ok(Received::Eof) => {
                     log::debug!("{} closed during authentication", conn.label(None));
@@ -657,7 +666,12 @@ impl EventLoop {
         // Messages that came with the handshake.
         let limits = self.recv_limits();
         let result = match slot_conn(&mut self.slots, slot) {
-            Some(conn) => conn.io.process_buffered(&mut self.inbox, &limits),
+            Some(conn) => conn.io.process_buffered(
+                &mut self.scratch,
+                &mut self.inbox,
+                &limits,
+                conn.name.as_deref(),
+            ),
             None => return,
         };
         if self.deliver(slot, peer, now) {
@@ -670,11 +684,17 @@ impl EventLoop {
 
     fn read_peer(&mut self, slot: u32, peer: PeerId, now: Instant) {
         let limits = self.recv_limits();
+        let mut budget = TURN_BYTES;
         for _ in 0..READ_BUDGET {
             let Some(conn) = slot_conn(&mut self.slots, slot) else {
                 return;
             };
-            let result = conn.io.receive(&mut self.scratch, &mut self.inbox, &limits);
+            let result = conn.io.receive(
+                &mut self.scratch,
+                &mut self.inbox,
+                &limits,
+                conn.name.as_deref(),
+            );
             // Messages read before an error are valid and delivered first.
             if !self.deliver(slot, peer, now) {
                 return;
@@ -683,8 +703,12 @@ impl EventLoop {
                 self.track_pending_fds(slot, now);
             }
             match result {
-                Ok(Received::Data { more_likely: true }) => {}
-                Ok(Received::Data { more_likely: false } | Received::WouldBlock) => return,
+                Ok(Received::Data {
+                    bytes,
+                    more_likely: true,
+                }) if bytes < budget => budget -= bytes,
+                // The rest waits for the next turn, after every other connection's.
+                Ok(Received::Data { .. } | Received::WouldBlock) => return,
                 Ok(Received::Eof) => {
                     self.close(slot, now, Level::Debug, &"hung up");
                     return;
@@ -705,11 +729,12 @@ impl EventLoop {
     fn deliver(&mut self, slot: u32, peer: PeerId, now: Instant) -> bool {
         let mut inbox = std::mem::take(&mut self.inbox);
         let mut alive = true;
+        let mut named = self.conn(slot).is_some_and(|c| c.name.is_some());
         for msg in inbox.drain(..) {
             if !alive {
                 continue;
             }
-            if self.conn(slot).is_some_and(|c| c.name.is_none()) && is_hello(&msg) {
+            if !named && is_hello(&msg) {
                 if let Some((text, limit)) = self.connection_limit_reached(slot) {
                     self.refuse_hello(slot, &msg, &text, limit, now);
                     continue;
@@ -718,8 +743,9 @@ impl EventLoop {
             self.bus.handle_message(now, peer, msg);
             self.drain_bus();
             alive = self.peer_slot(peer) == Some(slot);
-            if alive {
+            if alive && !named {
                 self.remember_name(slot, peer);
+                named = self.conn(slot).is_some_and(|c| c.name.is_some());
             }
         }
         self.inbox = inbox;
@@ -1038,7 +1064,7 @@ impl EventLoop {
         self.notified("STATUS", result);
     }
 
-    /// Drains the bus's actions and collects its dirty peers (after every input).
+    /// Drains the bus's actions (after every input).
     fn drain_bus(&mut self) {
         while let Some(action) = self.bus.poll_action() {
             match action {
@@ -1055,19 +1081,23 @@ impl EventLoop {
                 other => log::warning!("ignoring unsupported bus action {other:?}"),
             }
         }
-        self.bus.take_dirty(&mut self.dirty);
     }
 
+    /// Flushes every peer the bus queued messages for, each once (the bus lists a peer once
+    /// until it is taken).
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        while !dirty.is_empty() {
+        loop {
+            // Disconnects while flushing may have queued more.
+            self.bus.take_dirty(&mut dirty);
+            if dirty.is_empty() {
+                break;
+            }
             for peer in dirty.drain(..) {
                 if let Some(slot) = self.peer_slot(peer) {
                     self.flush(slot, now);
                 }
             }
-            // Disconnects while flushing may have queued more.
-            std::mem::swap(&mut dirty, &mut self.dirty);
         }
         self.dirty = dirty;
     }

@@ -266,6 +266,29 @@ fn frame_len_cases() {
 }
 
 #[test]
+fn field_code_zero_is_refused_whatever_its_signature() {
+    for endian in ENDIANS {
+        // Whatever the signature says, the value reads as a well-framed string.
+        let bytes = raw(
+            endian,
+            1,
+            1,
+            &[F::O(1, "/"), F::S(3, "M"), F::S(0, "x")],
+            &[],
+        );
+        let at = (16..bytes.len())
+            .step_by(8)
+            .rfind(|&p| bytes[p..p + 4] == [0, 1, b's', 0])
+            .unwrap();
+        for sig in [b's', b'o', b'u', b'g', 0, 0xff] {
+            let mut b = bytes.clone();
+            b[at + 2] = sig;
+            assert!(parse(&b).is_err(), "signature {sig:#x}");
+        }
+    }
+}
+
+#[test]
 fn header_field_rules() {
     let bad = |w: &'static str| Err(WireError::BadHeaderField(w));
     let missing = |w: &'static str| Err(WireError::MissingHeaderField(w));
@@ -1442,6 +1465,207 @@ fn stamp_sender_rewrites_the_header() {
     }
 }
 
+/// What [`Message::stamp_sender`] must produce, marshalled field by field from the accessors
+/// (an oracle for the copying implementation).
+fn remarshalled(msg: &Message, sender: &str) -> Vec<u8> {
+    let mut fields = HeaderFields::default();
+    fn text(s: Option<&str>) -> Option<&[u8]> {
+        s.map(str::as_bytes)
+    }
+    if let Some(v) = text(msg.path()) {
+        fields.push(FIELD_PATH, FieldValue::Str(b'o', v));
+    }
+    if let Some(v) = text(msg.interface()) {
+        fields.push(FIELD_INTERFACE, FieldValue::Str(b's', v));
+    }
+    if let Some(v) = text(msg.member()) {
+        fields.push(FIELD_MEMBER, FieldValue::Str(b's', v));
+    }
+    if let Some(v) = text(msg.error_name()) {
+        fields.push(FIELD_ERROR_NAME, FieldValue::Str(b's', v));
+    }
+    if let Some(v) = msg.reply_serial() {
+        fields.push(FIELD_REPLY_SERIAL, FieldValue::U32(v));
+    }
+    if let Some(v) = text(msg.destination()) {
+        fields.push(FIELD_DESTINATION, FieldValue::Str(b's', v));
+    }
+    fields.push(FIELD_SENDER, FieldValue::Str(b's', sender.as_bytes()));
+    if !msg.signature().is_empty() {
+        fields.push(FIELD_SIGNATURE, FieldValue::Sig(msg.signature().as_bytes()));
+    }
+    if msg.unix_fds() != 0 {
+        fields.push(FIELD_UNIX_FDS, FieldValue::U32(msg.unix_fds()));
+    }
+    let mut out = msg.as_bytes()[..12].to_vec();
+    fields.write(&mut out, msg.endian());
+    assert_eq!(out.len(), fields.header_len());
+    out.extend_from_slice(msg.body());
+    out
+}
+
+#[test]
+fn received_messages_carry_their_forwarding_header() {
+    for endian in ENDIANS {
+        for path_len in [1, 100, 300] {
+            let path = format!("/{}", "p".repeat(path_len - 1));
+            let msg = MessageBuilder::method_call(&path, Some("a.b"), "M")
+                .endian(endian)
+                .destination(":1.1")
+                .body("s", |w| w.string("hi"))
+                .build(3);
+            let bytes = msg.as_bytes();
+            let mut queue = VecDeque::new();
+            for sender in [None, Some(":1.2")] {
+                let received = Message::receive(bytes, &mut queue, sender).unwrap();
+                assert_eq!(received.as_bytes(), bytes);
+                assert_eq!(received.body(), msg.body());
+                assert_eq!(received.path(), Some(path.as_str()));
+                assert_eq!(received.stamp.is_some(), sender.is_some());
+                // Prepared for this sender or not, and for another one: the same bytes.
+                for name in [":1.2", ":1.77"] {
+                    let out = received.stamp_sender(name);
+                    assert_eq!(out.parts().concat(), remarshalled(&msg, name), "{path_len}");
+                    let prepared = sender == Some(name);
+                    assert_eq!(out.own_head.is_empty(), prepared);
+                    assert_eq!(out.len(), out.parts().concat().len());
+                }
+                assert_eq!(received.to_outgoing().parts().concat(), bytes);
+            }
+            // Read in place into a buffer with room, possibly holding old bytes.
+            let room = receive_buffer_len(bytes, Some(":1.2")).unwrap().unwrap();
+            assert!(room >= bytes.len() + remarshalled(&msg, ":1.2").len() - msg.body().len());
+            for junk in [0, 0xff] {
+                let mut buf = vec![junk; room + 5];
+                buf[..bytes.len()].copy_from_slice(bytes);
+                let buf: Arc<[u8]> = buf.into();
+                let kept = buf.clone();
+                let shared =
+                    Message::receive_in_place(buf.clone(), bytes.len(), &mut queue, Some(":1.2"))
+                        .unwrap();
+                assert!(shared.stamp.is_none(), "a shared buffer is not written to");
+                drop((shared, kept));
+                let received =
+                    Message::receive_in_place(buf, bytes.len(), &mut queue, Some(":1.2")).unwrap();
+                assert!(received.stamp.is_some());
+                assert_eq!(received.as_bytes(), bytes);
+                let out = received.stamp_sender(":1.2");
+                assert!(out.own_head.is_empty());
+                assert_eq!(out.parts().concat(), remarshalled(&msg, ":1.2"));
+            }
+            // Too little room: no header prepared, still correct.
+            let buf: Arc<[u8]> = bytes.to_vec().into();
+            let received =
+                Message::receive_in_place(buf, bytes.len(), &mut queue, Some(":1.2")).unwrap();
+            assert!(received.stamp.is_none());
+            assert_eq!(
+                received.stamp_sender(":1.2").parts().concat(),
+                remarshalled(&msg, ":1.2")
+            );
+            let buf: Arc<[u8]> = bytes.to_vec().into();
+            assert_eq!(
+                Message::receive_in_place(buf, bytes.len() + 1, &mut queue, None).unwrap_err(),
+                WireError::Truncated
+            );
+        }
+    }
+}
+
+#[test]
+fn headers_in_canonical_order_are_stamped_by_insertion() {
+    fn unknown(w: &mut BodyWriter) {
+        w.u32(5);
+    }
+    // (fields, whether SENDER can be inserted, and before which field)
+    let cases: &[(&[F], Option<u8>)] = &[
+        (
+            &[
+                F::O(1, "/"),
+                F::S(2, "a.b"),
+                F::S(3, "M"),
+                F::S(6, "x.y"),
+                F::G(8, "s"),
+            ],
+            Some(8),
+        ),
+        (&[F::O(1, "/"), F::S(3, "M")], Some(0)),
+        (&[F::O(1, "/"), F::S(3, "M"), F::U(9, 1)], Some(9)),
+        (
+            &[F::O(1, "/"), F::S(3, "M"), F::G(8, "s"), F::U(9, 1)],
+            Some(8),
+        ),
+        (&[F::S(3, "M"), F::O(1, "/")], None),
+        (&[F::O(1, "/"), F::S(3, "M"), F::S(7, ":1.3")], None),
+        (&[F::O(1, "/"), F::S(3, "M"), F::U(9, 0)], None),
+        (
+            &[F::O(1, "/"), F::S(3, "M"), F::Any(43, "u", unknown)],
+            None,
+        ),
+        (
+            &[F::Any(43, "u", unknown), F::O(1, "/"), F::S(3, "M")],
+            None,
+        ),
+    ];
+    for endian in ENDIANS {
+        for (i, (fields, before)) in cases.iter().enumerate() {
+            let has_body = fields.iter().any(|f| matches!(f, F::G(..)));
+            let b = if has_body {
+                body(endian, |w| w.string("x"))
+            } else {
+                Vec::new()
+            };
+            let unix_fds = fields.iter().any(|f| matches!(f, F::U(9, 1)));
+            let bytes = raw(endian, 1, 9, fields, &b);
+            let fds = if unix_fds {
+                vec![dev_null()]
+            } else {
+                Vec::new()
+            };
+            let msg = Message::parse(Arc::from(&bytes[..]), fds).unwrap();
+            let at = msg.h.sender_at.map(|at| at.get() as usize);
+            let expected = before.map(|code| match code {
+                0 => msg.body_offset(),
+                code => (16..msg.h.fields_end as usize)
+                    .step_by(8)
+                    .find(|&p| bytes[p] == code)
+                    .unwrap(),
+            });
+            assert_eq!(at, expected, "case {i}");
+            for sender in [":1.5", "org.example.LongerName"] {
+                let out = msg.stamp_sender(sender);
+                assert_eq!(out.parts().concat(), remarshalled(&msg, sender), "case {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn receive_validates_before_copying() {
+    let mut bytes = call(Endian::Little, "", &[]);
+    bytes[3] = 2;
+    let mut queue = VecDeque::new();
+    assert_eq!(
+        Message::receive(&bytes, &mut queue, Some(":1.1")).unwrap_err(),
+        WireError::BadVersion(2)
+    );
+    let msg = MessageBuilder::signal("/a", "a.b", "C")
+        .unix_fds(2)
+        .build(1);
+    queue.push_back(dev_null());
+    assert!(matches!(
+        Message::receive(msg.as_bytes(), &mut queue, None),
+        Err(WireError::FdCountMismatch {
+            declared: 2,
+            received: 1
+        })
+    ));
+    assert_eq!(queue.len(), 1, "nothing taken from the queue on error");
+    queue.push_back(dev_null());
+    let received = Message::receive(msg.as_bytes(), &mut queue, Some(":1.4")).unwrap();
+    assert_eq!((received.fds().len(), queue.len()), (2, 0));
+    assert_eq!(received.stamp_sender(":1.4").fds().len(), 2);
+}
+
 #[test]
 fn big_endian_body_is_forwarded_unchanged() {
     let (_, bytes) = gdbus_fixtures()
@@ -1495,6 +1719,14 @@ fn exercise(msg: &Message) {
             .expect("a validated body can be skipped argument by argument");
     }
     let stamped = msg.stamp_sender(":1.7").parts().concat();
+    assert_eq!(
+        stamped,
+        remarshalled(msg, ":1.7"),
+        "stamping copies what it keeps exactly"
+    );
+    let mut fds: VecDeque<OwnedFd> = (0..msg.unix_fds()).map(|_| dev_null()).collect();
+    let received = Message::receive(msg.as_bytes(), &mut fds, Some(":1.7")).unwrap();
+    assert_eq!(received.stamp_sender(":1.7").parts().concat(), stamped);
     let fds = (0..msg.unix_fds()).map(|_| dev_null()).collect();
     let again = Message::parse(stamped.into(), fds).expect("a stamped message is valid");
     assert_eq!(again.body(), msg.body());
