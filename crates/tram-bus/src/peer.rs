@@ -52,6 +52,9 @@ pub struct Credentials {
     pub anonymous: bool,
 }
 
+/// The most entries an empty transmit queue keeps room for.
+const KEPT_CAPACITY: usize = 64;
+
 /// A peer's transmit queue: messages by reference, oldest first.
 ///
 /// The I/O layer writes from the front. `head_written` counts the bytes of the front message
@@ -155,9 +158,11 @@ impl TxQueue {
             self.messages.pop_front();
         }
     }
-    /// Frees the queue's memory when it is empty (after a burst).
+    /// Frees the queue's memory when it is empty after a burst. A queue of up to
+    /// [`KEPT_CAPACITY`] entries (about 1.5 KiB) is kept, so that a peer pipelining calls does
+    /// not reallocate its queue on every turn.
     pub fn shrink(&mut self) {
-        if self.messages.is_empty() && self.messages.capacity() > 16 {
+        if self.messages.is_empty() && self.messages.capacity() > KEPT_CAPACITY {
             self.messages = VecDeque::new();
             self.charges = Vec::new();
         }
