@@ -260,15 +260,17 @@ fn write_stream(setup: &Setup, script: &[u8]) -> (Vec<u8>, Transcript, Vec<usize
                 client.send(stream.get(sent..).unwrap_or_default());
                 sent = stream.len();
                 let challenge = lines(&client.replies).last().and_then(challenge);
-                if challenge.is_some()
+                let answered = challenge.is_some()
                     && client.end.is_none()
                     && client.pending == b"DATA "
-                    && script.get(i + 1..).is_some_and(|s| s.starts_with(b"\r\n"))
-                {
-                    proofs.push(lines(&client.replies).count());
-                }
+                    && script.get(i + 1..).is_some_and(|s| s.starts_with(b"\r\n"));
+                let reply_at = lines(&client.replies).count();
                 let server_challenge = challenge.unwrap_or_default();
                 stream.extend_from_slice(hex(proof(&server_challenge).as_bytes()).as_bytes());
+                // Only a proof line the stream ends (its `\r\n` within MAX_STREAM) is answered.
+                if answered && stream.len() + 2 <= MAX_STREAM {
+                    proofs.push(reply_at);
+                }
             }
             FILL => {
                 let n = bytes.next().map_or(0, |(_, &n)| usize::from(n));
