@@ -202,31 +202,14 @@ mod tests {
     use std::fs;
 
     use super::*;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let path =
-                std::env::temp_dir().join(format!("tramd-inotify-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     // inotify queues an event before the system call that causes it returns, so each step can
     // be checked right after it without waiting.
 
     #[test]
     fn changes_in_a_directory() {
-        let tmp = TempDir::new("dir");
+        let tmp = TempDir::new("inotify-dir");
         let dir = tmp.0.join("services");
         fs::create_dir(&dir).unwrap();
         let mut w = DirWatcher::new().unwrap();
@@ -260,7 +243,7 @@ mod tests {
 
     #[test]
     fn directories_that_appear_later() {
-        let tmp = TempDir::new("later");
+        let tmp = TempDir::new("inotify-later");
         let dir = tmp.0.join("a/b/services");
         let mut w = DirWatcher::new().unwrap();
         assert!(w.set_dirs([&dir]).is_empty());
@@ -280,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_whole_tree_at_once() {
-        let tmp = TempDir::new("tree");
+        let tmp = TempDir::new("inotify-tree");
         let dir = tmp.0.join("a/b/services");
         let mut w = DirWatcher::new().unwrap();
         w.set_dirs([&dir]);
@@ -295,7 +278,7 @@ mod tests {
 
     #[test]
     fn deleted_and_recreated() {
-        let tmp = TempDir::new("deleted");
+        let tmp = TempDir::new("inotify-deleted");
         let dir = tmp.0.join("services");
         fs::create_dir(&dir).unwrap();
         let mut w = DirWatcher::new().unwrap();
@@ -318,7 +301,7 @@ mod tests {
 
     #[test]
     fn replacing_the_set() {
-        let tmp = TempDir::new("replace");
+        let tmp = TempDir::new("inotify-replace");
         let (one, two) = (tmp.0.join("one"), tmp.0.join("two"));
         fs::create_dir(&one).unwrap();
         fs::create_dir(&two).unwrap();
@@ -335,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_directory_that_is_an_ancestor_too() {
-        let tmp = TempDir::new("both");
+        let tmp = TempDir::new("inotify-both");
         let missing = tmp.0.join("sub/services");
         let mut w = DirWatcher::new().unwrap();
         assert!(w.set_dirs([&tmp.0, &missing]).is_empty());

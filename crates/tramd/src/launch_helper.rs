@@ -829,10 +829,10 @@ fn close_listed(keep: libc::c_uint) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::test_util::TempDir;
 
     #[test]
     fn requests_round_trip_and_refuse_garbage() {
@@ -956,32 +956,14 @@ mod tests {
         assert!(Reply::decode(&reply.encode()).is_ok());
     }
 
-    /// A scratch directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let path = std::env::temp_dir()
-                .join(format!("tramd-launch-helper-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-
-        fn dir(&self, name: &str) -> ServiceDir {
-            let path = self.0.join(name);
-            std::fs::create_dir_all(&path).unwrap();
-            ServiceDir {
-                path,
-                strict_naming: true,
-                watch: false,
-            }
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+    /// `name` under `tmp`, as a service directory.
+    fn service_dir(tmp: &TempDir, name: &str) -> ServiceDir {
+        let path = tmp.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        ServiceDir {
+            path,
+            strict_naming: true,
+            watch: false,
         }
     }
 
@@ -996,9 +978,9 @@ mod tests {
 
     #[test]
     fn services_are_looked_up_by_file_name_in_order() {
-        let tmp = TempDir::new("lookup");
-        let first = tmp.dir("first");
-        let second = tmp.dir("second");
+        let tmp = TempDir::new("launch-helper-lookup");
+        let first = service_dir(&tmp, "first");
+        let second = service_dir(&tmp, "second");
         let dirs = [first.clone(), second.clone()];
         // Found in the second directory only.
         write(
@@ -1109,8 +1091,8 @@ mod tests {
             eprintln!("skipped: the test's uid has no /etc/passwd entry");
             return;
         };
-        let tmp = TempDir::new("start");
-        let dir = tmp.dir("services");
+        let tmp = TempDir::new("launch-helper-start");
+        let dir = service_dir(&tmp, "services");
         write(
             &dir,
             "org.example.Exits.service",

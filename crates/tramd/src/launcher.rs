@@ -673,25 +673,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-
-    /// A scratch directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let path =
-                std::env::temp_dir().join(format!("tramd-launcher-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     /// Reaps until `pid` exits, for at most ten seconds.
     fn wait_for(launcher: &mut Launcher, pid: u32) -> Exited {
@@ -767,7 +749,7 @@ mod tests {
 
     #[test]
     fn child_starts_clean() {
-        let tmp = TempDir::new("clean");
+        let tmp = TempDir::new("launcher-clean");
         let out = tmp.0.join("report");
         // What the bus does to itself, which the child must not inherit: handled signals
         // blocked (on this thread; fork copies the calling thread's mask), a signal ignored,
@@ -984,7 +966,7 @@ mod tests {
 
     #[test]
     fn as_user() {
-        let tmp = TempDir::new("user");
+        let tmp = TempDir::new("launcher-user");
         let mut launcher = Launcher::new(LaunchMode::AsUser, None);
         launcher.passwd = tmp.0.join("passwd");
         launcher.group = tmp.0.join("group");

@@ -543,9 +543,8 @@ fn random_name() -> io::Result<std::ffi::OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::TempDir;
     use std::os::unix::net::UnixStream;
-
-    struct TempDir(PathBuf);
 
     fn bind1(address: &str) -> Listener {
         let mut listeners = Listener::bind(address, &mut PassedSockets::none()).unwrap();
@@ -553,27 +552,9 @@ mod tests {
         listeners.remove(0)
     }
 
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!(
-                "tramd-listener-{tag}-{}-{}",
-                std::process::id(),
-                ids::random_guid().unwrap()
-            ));
-            std::fs::create_dir(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn path_socket_is_created_and_removed() {
-        let dir = TempDir::new("path");
+        let dir = TempDir::new("listener-path");
         let path = dir.0.join("bus socket");
         let address = format!("unix:path={}", address::escape(path.as_os_str().as_bytes()));
         let listener = bind1(&address);
@@ -591,7 +572,7 @@ mod tests {
 
     #[test]
     fn stale_socket_is_replaced() {
-        let dir = TempDir::new("stale");
+        let dir = TempDir::new("listener-stale");
         let path = dir.0.join("bus");
         let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
         drop(stale); // leaves the file behind, nobody listening
@@ -602,7 +583,7 @@ mod tests {
 
     #[test]
     fn regular_file_is_not_replaced() {
-        let dir = TempDir::new("file");
+        let dir = TempDir::new("listener-file");
         let path = dir.0.join("bus");
         std::fs::write(&path, "data").unwrap();
         assert!(
@@ -617,7 +598,7 @@ mod tests {
 
     #[test]
     fn dir_and_tmpdir_get_random_path_sockets() {
-        let dir = TempDir::new("dir");
+        let dir = TempDir::new("listener-dir");
         for key in ["dir", "tmpdir"] {
             let listener = bind1(&format!("unix:{key}={}", dir.0.display()));
             let prefix = format!("unix:path={}/dbus-", dir.0.display());
@@ -642,7 +623,7 @@ mod tests {
 
     #[test]
     fn alternatives_fall_through() {
-        let dir = TempDir::new("alt");
+        let dir = TempDir::new("listener-alt");
         let path = dir.0.join("bus");
         let address = format!(
             "unix:path=/nonexistent/dir/bus;unix:path={}",
@@ -702,7 +683,7 @@ mod tests {
 
     #[test]
     fn nonce_tcp_publishes_its_nonce() {
-        let dir = TempDir::new("nonce");
+        let dir = TempDir::new("listener-nonce");
         let nonce = NonceFile::create(&dir.0).unwrap();
         let path = nonce.path().to_owned();
         assert_eq!(std::fs::read(&path).unwrap(), nonce.nonce());
@@ -745,7 +726,7 @@ mod tests {
 
     #[test]
     fn passed_sockets() {
-        let dir = TempDir::new("passed");
+        let dir = TempDir::new("listener-passed");
         let path = dir.0.join("a b");
         let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let name = format!("tramd-passed-{}", std::process::id());

@@ -30,6 +30,8 @@ mod run_session;
 mod services;
 mod signals;
 mod socket_activation;
+#[cfg(test)]
+mod test_util;
 
 use std::process::ExitCode;
 

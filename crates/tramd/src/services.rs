@@ -52,24 +52,7 @@ mod tests {
     use tram_config::{Loader, Selinux, UserTable};
 
     use super::*;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let path =
-                std::env::temp_dir().join(format!("tramd-services-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     fn config(body: &str) -> tram_config::Config {
         let users = UserTable::parse("root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
@@ -113,7 +96,7 @@ mod tests {
 
     #[test]
     fn reads_usable_files() {
-        let tmp = TempDir::new("read");
+        let tmp = TempDir::new("services-read");
         let write = |name: &str, text: &str| std::fs::write(tmp.0.join(name), text).unwrap();
         write(
             "org.example.A.service",
