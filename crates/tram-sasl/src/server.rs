@@ -38,6 +38,10 @@ pub struct Sasl {
     fd_passing_possible: bool,
     unix_fds: bool,
     rejections: u32,
+    /// How many bytes at the front of the kept input (what the last call did not consume) hold
+    /// no line end, so the next call's search starts there: a client writing a long line one
+    /// byte at a time costs linear, not quadratic, time.
+    searched: usize,
 }
 
 /// What [`Sasl::feed`] made of the input.
@@ -138,6 +142,7 @@ impl Sasl {
             fd_passing_possible,
             unix_fds: false,
             rejections: 0,
+            searched: 0,
         }
     }
 
@@ -181,16 +186,26 @@ impl Sasl {
                 Some(_) => return Progress::Failed(Failure::MissingNulByte),
             }
         }
+        // Bytes already searched by the previous call (the kept input comes first again); a
+        // caller that passes less than it kept simply searches from the start.
+        let mut skip = if self.searched <= input.len().saturating_sub(consumed) {
+            self.searched
+        } else {
+            0
+        };
         loop {
             let rest = input.get(consumed..).unwrap_or_default();
             // A line that fits ends within the first MAX_LINE bytes: look no further.
             let window = rest.get(..MAX_LINE).unwrap_or(rest);
-            let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
+            let Some(end) = find_line_end(window, skip) else {
                 if rest.len() >= MAX_LINE {
                     return Progress::Failed(Failure::LineTooLong);
                 }
+                self.searched = rest.len();
                 return Progress::Continue { consumed };
             };
+            skip = 0;
+            self.searched = 0;
             let line = rest.get(..end).unwrap_or_default();
             consumed += end + 2;
             match self.line(server, line, out) {
@@ -433,6 +448,21 @@ fn parse_uid(s: &[u8]) -> Option<u32> {
         return None;
     }
     std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Where the first `\r\n` in `bytes` starts, given that none ends within the first `searched`
+/// bytes (a `\r` there may still pair with the `\n` after it).
+fn find_line_end(bytes: &[u8], searched: usize) -> Option<usize> {
+    let from = searched.min(bytes.len());
+    let mut at = from;
+    while let Some(n) = bytes.get(at..)?.iter().position(|&b| b == b'\n') {
+        let nl = at + n;
+        if nl > 0 && bytes.get(nl - 1) == Some(&b'\r') {
+            return Some(nl - 1);
+        }
+        at = nl + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -706,6 +736,39 @@ mod tests {
         }
         assert!(matches!(result, Some(Progress::Authenticated { .. })));
         assert_eq!(out, format!("DATA\r\n{OK}").into_bytes());
+    }
+
+    #[test]
+    fn long_line_in_pieces_ends_at_the_first_crlf() {
+        let ext = server(&[Mechanism::External]);
+        let mut sasl = Sasl::new(Some(UID), true);
+        let mut out = Vec::new();
+        // Bare \r and \n bytes do not end the line; pieces of 3 split some `\r\n`s.
+        let mut line = b"\0AUTH ".to_vec();
+        for _ in 0..500 {
+            line.extend_from_slice(b"x\rx\n\n\r");
+        }
+        line.extend_from_slice(b"\r\nAUTH\r\n");
+        let mut kept = Vec::new();
+        let mut total = 0;
+        for piece in line.chunks(3) {
+            kept.extend_from_slice(piece);
+            let Progress::Continue { consumed } = sasl.feed(&ext, &kept, &mut out) else {
+                panic!("conversation ended");
+            };
+            kept.drain(..consumed);
+            total += consumed;
+        }
+        assert_eq!(total, line.len());
+        assert_eq!(out, b"REJECTED EXTERNAL\r\nREJECTED EXTERNAL\r\n");
+        // Passing less than was kept searches again from the start.
+        let mut sasl = Sasl::new(Some(UID), true);
+        let mut out = Vec::new();
+        let _ = sasl.feed(&ext, b"\0AUTH EXTERNAL", &mut out);
+        assert_eq!(
+            sasl.feed(&ext, b"AUTH\r\n", &mut out),
+            Progress::Continue { consumed: 6 }
+        );
     }
 
     #[test]
