@@ -86,6 +86,9 @@ pub(crate) struct RecvLimits {
     pub(crate) max_message_unix_fds: usize,
     /// The most bytes one read takes (`max_incoming_bytes`).
     pub(crate) max_read: usize,
+    /// The most bytes one read of small messages takes: what is left of the connection's
+    /// share of the turn. A large message read in place is not cut by it.
+    pub(crate) chunk: usize,
 }
 
 /// One client connection: its socket and the bytes and fds in flight.
@@ -366,7 +369,7 @@ impl Connection {
             let len = if self.header_first {
                 FIXED_HEADER_LEN
             } else {
-                scratch.data.len().min(max_read)
+                scratch.data.len().min(max_read).min(limits.chunk.max(1024))
             };
             let data = scratch.data.get_mut(..len).unwrap_or_default();
             let (n, full) = recv(
@@ -872,6 +875,7 @@ mod tests {
         max_message_size: 1 << 20,
         max_message_unix_fds: 4,
         max_read: 1 << 20,
+        chunk: 1 << 20,
     };
 
     #[test]

@@ -9,8 +9,12 @@
 //!   dbus-daemon, a connection is *incomplete* until the bus gave it a unique name (Hello): it
 //!   must get there within `auth_timeout`, and beyond `max_incomplete_connections` the oldest
 //!   incomplete one is dropped;
-//! * a connection reads at most [`READ_BUDGET`] times and about [`TURN_BYTES`] bytes per turn,
-//!   so that one sending as fast as it can does not hold up the others; on a `nonce-tcp:`
+//! * a connection reads at most [`READ_BUDGET`] times and [`TURN_BYTES`] bytes per turn, so
+//!   that one sending as fast as it can does not hold up the others. One that used its share
+//!   with more waiting is *backlogged*. While a connection's messages go to the bus, every
+//!   [`CHECK_INTERVAL`] the loop looks for connections that became ready meanwhile and are not
+//!   backlogged, serves them at once and flushes what they caused, so a quiet client's call
+//!   waits for a slice of a flooder's work rather than a whole turn; on a `nonce-tcp:`
 //!   listener the first 16 bytes must be the nonce, or the connection is dropped; while it
 //!   authenticates the bytes feed its SASL state machine, afterwards they are cut into messages
 //!   handed to the bus one by one;
@@ -42,7 +46,8 @@
 //! * after every input to the bus the loop drains [`Bus::poll_action`] (closing the peers the
 //!   bus dropped); at the end of the turn it takes the peers with something to write
 //!   ([`Bus::take_dirty`]) and flushes each once, so a peer receiving many messages in one turn
-//!   gets them in few `sendmsg` calls.
+//!   gets them in few `sendmsg` calls (a mid-turn check flushes only what the quiet connections
+//!   it served queued for peers that are not backlogged).
 //!
 //! Write interest is registered only while a connection has bytes it could not write, and is
 //! recomputed from that state after every flush. A connection closed during a turn is removed
@@ -87,6 +92,11 @@ pub(crate) const READ_BUDGET: usize = 16;
 /// no more than the time the bus takes to handle this much.
 pub(crate) const TURN_BYTES: usize = 16 * 1024;
 /// How long accepting pauses when the process is out of file descriptors.
+/// How often, at most, a busy connection's messages pause for the quiet connections that
+/// became ready meanwhile ([`EventLoop::check_waiting`]).
+const CHECK_INTERVAL: Duration = Duration::from_micros(20);
+/// Messages handed to the bus between two looks at the clock for [`CHECK_INTERVAL`].
+const CHECK_EVERY: usize = 8;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many epoll events one wait returns at most.
 const EVENTS_PER_WAIT: usize = 256;
@@ -181,8 +191,16 @@ pub(crate) struct EventLoop {
     /// The watchdog interval and when `WATCHDOG=1` is next due.
     watchdog: Option<(Duration, Instant)>,
     scratch: Scratch,
+    /// Events of the mid-turn check ([`EventLoop::check_waiting`]).
+    waiting: Vec<epoll::Event>,
+    /// When the turn started or the last mid-turn check ended.
+    last_check: Instant,
+    /// A mid-turn check is running: the connections it serves do not start another.
+    checking: bool,
     inbox: Vec<Message>,
     dirty: Vec<PeerId>,
+    /// Backlogged peers a mid-turn check left for the end of the turn to flush.
+    deferred: Vec<PeerId>,
     /// Serial numbers of the errors the loop sends in the driver's name.
     serial: u32,
 }
@@ -268,8 +286,12 @@ impl EventLoop {
             notifier: boot.notifier,
             watchdog: boot.watchdog.map(|interval| (interval, now + interval)),
             scratch: Scratch::new(),
+            waiting: Vec::with_capacity(EVENTS_PER_WAIT),
+            last_check: Instant::now(),
+            checking: false,
             inbox: Vec::new(),
             dirty: Vec::new(),
+            deferred: Vec::new(),
             serial: 0,
         };
         event_loop.watch_service_dirs();
@@ -312,6 +334,7 @@ impl EventLoop {
                 Err(e) => return Err(e.into()),
             }
             now = Instant::now();
+            self.last_check = now;
             // Service directories first: a client that changed one and then asks for the name
             // finds it, when both arrive in one turn.
             let watcher_token = Token::Watcher.encode();
@@ -338,6 +361,51 @@ impl EventLoop {
             self.handle_timers(now);
             self.flush_dirty(now);
         }
+    }
+
+    /// While `busy`'s messages are being handed to the bus, every [`CHECK_INTERVAL`]: serves
+    /// the connections that became ready meanwhile and are not backlogged themselves, and
+    /// flushes what they sent. A call from a quiet client then waits for a slice of one busy
+    /// connection's work, not for the whole turn, and its reply goes out at once. Everything
+    /// else the check finds (backlogged connections, listeners, signals) stays ready for the
+    /// next turn: the set is level-triggered.
+    fn check_waiting(&mut self, busy: u32, now: Instant) {
+        if self.checking {
+            return;
+        }
+        let clock = Instant::now();
+        if clock.duration_since(self.last_check) < CHECK_INTERVAL {
+            return;
+        }
+        self.checking = true;
+        // What is queued so far goes out at the end of the turn, as usual.
+        self.bus.take_dirty(&mut self.deferred);
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.clear();
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut served = false;
+        if epoll::wait(&self.epoll, spare_capacity(&mut waiting), Some(&zero)).is_ok() {
+            for event in &waiting {
+                if let Some(Token::Connection { slot, generation }) =
+                    Token::decode(event.data.u64())
+                    && slot != busy
+                    && self.is_live(slot, generation)
+                    && !self.conn(slot).is_some_and(|c| c.backlogged)
+                {
+                    self.connection_event(slot, generation, event.flags, now);
+                    served = true;
+                }
+            }
+        }
+        if served {
+            self.flush_quiet(now);
+        }
+        self.waiting = waiting;
+        self.checking = false;
+        self.last_check = Instant::now();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -462,6 +530,7 @@ impl EventLoop {
             uid,
             name: None,
             fds_since: None,
+            backlogged: false,
         };
         let (slot, generation) = self.insert(conn);
         let token = Token::Connection { slot, generation }.encode();
@@ -683,12 +752,13 @@ impl EventLoop {
     }
 
     fn read_peer(&mut self, slot: u32, peer: PeerId, now: Instant) {
-        let limits = self.recv_limits();
+        let mut limits = self.recv_limits();
         let mut budget = TURN_BYTES;
         for _ in 0..READ_BUDGET {
             let Some(conn) = slot_conn(&mut self.slots, slot) else {
                 return;
             };
+            limits.chunk = budget;
             let result = conn.io.receive(
                 &mut self.scratch,
                 &mut self.inbox,
@@ -708,7 +778,16 @@ impl EventLoop {
                     more_likely: true,
                 }) if bytes < budget => budget -= bytes,
                 // The rest waits for the next turn, after every other connection's.
-                Ok(Received::Data { .. } | Received::WouldBlock) => return,
+                Ok(Received::Data {
+                    more_likely: true, ..
+                }) => {
+                    self.set_backlogged(slot, true);
+                    return;
+                }
+                Ok(Received::Data { .. } | Received::WouldBlock) => {
+                    self.set_backlogged(slot, false);
+                    return;
+                }
                 Ok(Received::Eof) => {
                     self.close(slot, now, Level::Debug, &"hung up");
                     return;
@@ -723,6 +802,14 @@ impl EventLoop {
                 }
             }
         }
+        // READ_BUDGET reads, each with more to come.
+        self.set_backlogged(slot, true);
+    }
+
+    fn set_backlogged(&mut self, slot: u32, backlogged: bool) {
+        if let Some(conn) = self.conn_mut(slot) {
+            conn.backlogged = backlogged;
+        }
     }
 
     /// Hands the messages in the inbox to the bus; false if the peer is gone afterwards.
@@ -730,6 +817,7 @@ impl EventLoop {
         let mut inbox = std::mem::take(&mut self.inbox);
         let mut alive = true;
         let mut named = self.conn(slot).is_some_and(|c| c.name.is_some());
+        let mut handled = 0usize;
         for msg in inbox.drain(..) {
             if !alive {
                 continue;
@@ -742,6 +830,10 @@ impl EventLoop {
             }
             self.bus.handle_message(now, peer, msg);
             self.drain_bus();
+            handled += 1;
+            if handled % CHECK_EVERY == 0 {
+                self.check_waiting(slot, now);
+            }
             alive = self.peer_slot(peer) == Some(slot);
             if alive && !named {
                 self.remember_name(slot, peer);
@@ -846,6 +938,7 @@ impl EventLoop {
             max_message_size: limits.max_message_size,
             max_message_unix_fds: limits.max_message_unix_fds,
             max_read: limits.max_incoming_bytes,
+            chunk: TURN_BYTES,
         }
     }
 
@@ -1087,6 +1180,7 @@ impl EventLoop {
     /// until it is taken).
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.append(&mut self.deferred);
         loop {
             // Disconnects while flushing may have queued more.
             self.bus.take_dirty(&mut dirty);
@@ -1096,6 +1190,28 @@ impl EventLoop {
             for peer in dirty.drain(..) {
                 if let Some(slot) = self.peer_slot(peer) {
                     self.flush(slot, now);
+                }
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    /// [`EventLoop::flush_dirty`] in the middle of a turn: the peers that are not backlogged
+    /// now, the others at the end of the turn (a busy sender's replies go out in few writes).
+    fn flush_quiet(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        loop {
+            self.bus.take_dirty(&mut dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for peer in dirty.drain(..) {
+                match self.peer_slot(peer) {
+                    Some(slot) if self.conn(slot).is_some_and(|c| c.backlogged) => {
+                        self.deferred.push(peer);
+                    }
+                    Some(slot) => self.flush(slot, now),
+                    None => {}
                 }
             }
         }
@@ -1321,6 +1437,8 @@ struct Conn {
     name: Option<Box<str>>,
     /// Since when fds have been waiting for the rest of their message.
     fds_since: Option<Instant>,
+    /// The last read ended with its share of the turn used up and more input waiting.
+    backlogged: bool,
 }
 
 enum Phase {

@@ -33,14 +33,16 @@ const ROUND_TRIPS: usize = 2_000;
 /// How long the loaded phase may take (it stops earlier after [`ROUND_TRIPS`], and goes on to
 /// 50 round trips at least).
 const LOADED_BUDGET: Duration = Duration::from_secs(5);
-/// How much slower the loaded p99 may be than the quiet one. Generous: the flooder, the
-/// signal emitter, the bus and the measuring client share two cores.
-const P99_FACTOR: f64 = 5.0;
-/// The least quiet p99 the factor applies to. With the bus busy on one core and the load
-/// generators on the other, a round trip waits for the scheduler whatever the bus does:
-/// dbus-daemon's p99 under this load is 8–10 ms on a two-core machine where its quiet p99 is
-/// 0.2 ms, so a bound from the quiet figure alone would measure the machine, not the bus.
-const P99_FLOOR: Duration = Duration::from_millis(10);
+/// How much slower the loaded p99 may be than the quiet one. tramd's is 2.5–3.5x here (a
+/// quiet p99 of about 0.09 ms, under flood 0.24–0.28 ms); the margin is for slower and
+/// busier machines, where the flooder, the signal emitter, the bus and the measuring client
+/// share two cores.
+const P99_FACTOR: f64 = 4.0;
+/// The least quiet p99 the factor applies to: below a millisecond a round trip's tail is the
+/// scheduler's. A bus that serves a quiet client only after a busy one's whole share of the
+/// turn (as tramd did, p99 7–8 ms in a test build) fails this; dbus-daemon's p99 under this
+/// load is 8–10 ms.
+const P99_FLOOR: Duration = Duration::from_millis(1);
 /// How much the bus's resident memory may grow during a test.
 const RSS_GROWTH_KIB: u64 = 64 * 1024;
 /// Concurrent connections. The bus keeps one fd per connection (tramd also keeps one pidfd per
@@ -138,8 +140,9 @@ fn a_flooder_and_a_stalled_subscriber_leave_round_trips_fast() {
     // Still serving everyone.
     round_trips(&mut client, 10);
     drop(sink);
+    // The bound is tramd's: dbus-daemon's p99 under this load is about 10 ms.
     assert!(
-        loaded.p99 <= bound,
+        kind != BusKind::Tramd || loaded.p99 <= bound,
         "{kind:?}: p99 under flood {:?} > {bound:?} ({P99_FACTOR}x the quiet {:?}, at least \
          {P99_FLOOR:?})",
         loaded.p99,
