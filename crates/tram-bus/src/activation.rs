@@ -74,9 +74,10 @@ enum Waiter {
 }
 
 impl Activations {
-    /// Whether a service provides `name`.
+    /// Whether a service provides `name`. A unique name never is: most messages are addressed
+    /// to one, and go by without hashing the name.
     pub(crate) fn provides(&self, name: &str) -> bool {
-        self.services.contains_key(name)
+        !name.starts_with(':') && self.services.contains_key(name)
     }
 
     /// Every activatable name.
@@ -181,7 +182,7 @@ impl Bus {
             match waiter {
                 Waiter::Message { from, msg } => {
                     if self.peers.get(from).is_some() {
-                        self.unicast(now, from, name, msg);
+                        self.unicast(now, from, msg);
                     }
                 }
                 // DBUS_START_REPLY_SUCCESS

@@ -345,7 +345,7 @@ impl Bus {
             }
             return;
         }
-        if msg.path() == Some(LOCAL_PATH) || msg.interface() == Some(LOCAL_INTERFACE) {
+        if msg.has_path(LOCAL_PATH) || msg.has_interface(LOCAL_INTERFACE) {
             self.kick(
                 from,
                 format!("used the reserved {LOCAL_INTERFACE} interface or path"),
@@ -374,10 +374,7 @@ impl Bus {
                     }
                 }
             }
-            Some(dest) => {
-                let dest = dest.to_owned();
-                self.unicast(now, from, &dest, msg);
-            }
+            Some(_) => self.unicast(now, from, msg),
             None => match msg.message_type() {
                 MessageType::Signal => {
                     if let Some(out) = self.stamp(from, &msg) {
@@ -558,13 +555,19 @@ impl Bus {
         self.driver_signal_to(from, "NameAcquired", &unique);
     }
 
-    pub(crate) fn unicast(&mut self, now: Instant, from: PeerId, dest: &str, msg: Message) {
+    /// Delivers `msg` to its DESTINATION (starting the service first when it is activatable and
+    /// not running), or refuses it to `from` with the reason.
+    pub(crate) fn unicast(&mut self, now: Instant, from: PeerId, msg: Message) {
+        let Some(dest) = msg.destination() else {
+            return;
+        };
         let auto_start = !msg.flags().no_auto_start();
         if auto_start && self.activations.provides(dest) && self.resolve(dest).is_none() {
             if let Err(text) = self.access_to_name(from, dest, &msg) {
                 return self.refuse(from, &msg, error::ACCESS_DENIED, &text);
             }
-            return self.activate_for_message(from, dest, msg);
+            let dest = dest.to_owned();
+            return self.activate_for_message(from, &dest, msg);
         }
         let Some(to) = self.resolve(dest) else {
             // As dbus-daemon: the auto-start flag alone decides, whatever the message type.
@@ -641,8 +644,8 @@ impl Bus {
                 self.charge(from, Object::Reply, 1);
             }
         }
-        self.push(to, out.clone(), account);
         self.eavesdrop(Some(from), &msg, Some(to), &out);
+        self.push(to, out, account);
     }
 
     /// The forwarded form of `msg`: SENDER stamped with `from`'s unique name. A message that

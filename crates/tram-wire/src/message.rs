@@ -423,6 +423,15 @@ impl Message {
     pub fn sender(&self) -> Option<&str> {
         self.field(self.h.sender)
     }
+    /// Whether PATH is `path`: a comparison of bytes, cheaper than [`Message::path`].
+    pub fn has_path(&self, path: &str) -> bool {
+        self.field_bytes(self.h.path) == Some(path.as_bytes())
+    }
+    /// Whether INTERFACE is `interface`: a comparison of bytes, cheaper than
+    /// [`Message::interface`].
+    pub fn has_interface(&self, interface: &str) -> bool {
+        self.field_bytes(self.h.interface) == Some(interface.as_bytes())
+    }
     /// SIGNATURE of the body; `""` when absent.
     pub fn signature(&self) -> &str {
         self.field(self.h.signature).unwrap_or("")
@@ -514,7 +523,11 @@ impl Message {
     }
 
     fn field(&self, span: Option<FieldSpan>) -> Option<&str> {
-        std::str::from_utf8(self.data.get(span?.range())?).ok()
+        std::str::from_utf8(self.field_bytes(span)?).ok()
+    }
+
+    fn field_bytes(&self, span: Option<FieldSpan>) -> Option<&[u8]> {
+        self.data.get(span?.range())
     }
 }
 
