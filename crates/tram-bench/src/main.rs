@@ -283,6 +283,13 @@ fn run_callgrind(
                 println!("  {h}");
             }
         }
+        if !c.unnamed.is_empty() {
+            println!(
+                "  (OBJECT+0xADDRESS: no symbols in {}; valgrind reads them from an unstripped \
+                 build or a debug file under /usr/lib/debug, e.g. Debian's -dbgsym packages)",
+                c.unnamed.join(", ")
+            );
+        }
     }
     if ok && !results.is_empty() {
         ExitCode::SUCCESS
