@@ -313,17 +313,38 @@ impl Message {
         queue: &mut VecDeque<OwnedFd>,
         sender: Option<&str>,
     ) -> Result<Message, WireError> {
+        Message::receive_with(frame, queue, sender, |n| {
+            std::iter::repeat_n(0, n).collect()
+        })
+    }
+
+    /// [`Message::receive`] copying into a buffer from `buffer`, which is asked for at least
+    /// `n` bytes and should give one nothing else refers to (its bytes may be anything): a
+    /// caller can reuse buffers of earlier messages. A buffer that is too short or shared is
+    /// not used; the message then gets one of its own.
+    ///
+    /// # Errors
+    /// As [`Message::parse_from_queue`].
+    pub fn receive_with(
+        frame: &[u8],
+        queue: &mut VecDeque<OwnedFd>,
+        sender: Option<&str>,
+        buffer: impl FnOnce(usize) -> Arc<[u8]>,
+    ) -> Result<Message, WireError> {
         let h = validate(frame, None)?;
         let fds = take_fds(&h, queue)?;
         let plan = sender.map(|s| StampPlan::new(frame, &h, s.as_bytes()));
         let room = plan.as_ref().map_or(0, |p| p.len);
-        let mut data: Arc<[u8]> = std::iter::repeat_n(0, frame.len() + room).collect();
-        let stamp = match Arc::get_mut(&mut data).map(|d| d.split_at_mut(frame.len())) {
+        let mut data = buffer(frame.len() + room);
+        let stamp = match Arc::get_mut(&mut data)
+            .and_then(|d| d.get_mut(..frame.len() + room))
+            .map(|d| d.split_at_mut(frame.len()))
+        {
             Some((copy, tail)) => {
                 copy.copy_from_slice(frame);
                 plan.and_then(|p| p.write(tail, frame.len()))
             }
-            // Not reached: the buffer was just made. Copying is still correct.
+            // A buffer the caller should not have given. Copying is still correct.
             None => {
                 data = Arc::from(frame);
                 None

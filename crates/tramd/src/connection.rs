@@ -75,6 +75,8 @@ pub(crate) struct Scratch {
     /// Buffers of large messages, so that a stream of them costs neither zeroing nor fresh
     /// pages.
     pool: BufferPool,
+    /// Buffers of small messages, so that most cost no allocation.
+    small: SmallPool,
 }
 
 /// The configured limits that apply while reading.
@@ -222,6 +224,7 @@ impl Scratch {
             data: vec![0; SCRATCH_LEN],
             control: vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_RECV))],
             pool: BufferPool::default(),
+            small: SmallPool::default(),
         }
     }
 }
@@ -262,6 +265,66 @@ impl BufferPool {
         }
         self.bufs.push(Arc::clone(buf));
     }
+}
+
+/// Buffers of small messages in size classes of [`SMALL_MIN`] to [`LARGE_MESSAGE`] bytes
+/// (powers of two), each class handed out again in the order it was kept. A message's buffer
+/// is free again once its last receiver wrote it out: with messages forwarded in the order they
+/// arrive, the oldest kept buffer is the one most likely free, so taking one looks only there.
+/// A class keeps at most [`SMALL_CLASS_BYTES`]; a buffer held long (by a receiver that does not
+/// read) is let go as newer ones are kept.
+#[derive(Default)]
+struct SmallPool {
+    classes: [VecDeque<Arc<[u8]>>; SMALL_CLASSES],
+}
+
+/// The smallest size class of [`SmallPool`].
+const SMALL_MIN: usize = 256;
+/// How many size classes [`SmallPool`] has: 256 B to 16 KiB.
+const SMALL_CLASSES: usize = 7;
+/// The most bytes one class of [`SmallPool`] keeps.
+const SMALL_CLASS_BYTES: usize = 64 * 1024;
+
+impl SmallPool {
+    /// A buffer of at least `len` bytes that nothing else refers to, its bytes those of an
+    /// earlier message, or new and zeroed.
+    fn take(&mut self, len: usize) -> Arc<[u8]> {
+        let Some(class) = small_class(len) else {
+            return std::iter::repeat_n(0, len).collect();
+        };
+        if let Some(kept) = self.classes.get_mut(class)
+            && kept
+                .front()
+                .is_some_and(|b| Arc::strong_count(b) == 1 && Arc::weak_count(b) == 0)
+            && let Some(buf) = kept.pop_front()
+        {
+            return buf;
+        }
+        std::iter::repeat_n(0, SMALL_MIN << class).collect()
+    }
+
+    /// Keeps `buf` (a small message's, from [`SmallPool::take`]) to hand out again once it is
+    /// free.
+    fn keep(&mut self, buf: &Arc<[u8]>) {
+        let len = buf.len();
+        let Some(class) = small_class(len).filter(|&c| SMALL_MIN << c == len) else {
+            return;
+        };
+        let Some(kept) = self.classes.get_mut(class) else {
+            return;
+        };
+        if kept.len() >= (SMALL_CLASS_BYTES / len).max(1) {
+            kept.pop_front();
+        }
+        kept.push_back(Arc::clone(buf));
+    }
+}
+
+/// The [`SmallPool`] class for `len` bytes, if it has one.
+fn small_class(len: usize) -> Option<usize> {
+    let size = len.max(SMALL_MIN).checked_next_power_of_two()?;
+    let class = (size.trailing_zeros() - SMALL_MIN.trailing_zeros()) as usize;
+    (class < SMALL_CLASSES).then_some(class)
 }
 
 impl Connection {
@@ -381,7 +444,14 @@ impl Connection {
             self.check_fds()?;
             if let Some(n) = n {
                 let data = scratch.data.get(..n).unwrap_or_default();
-                let used = split_messages(data, &mut self.rx_fds, out, limits, sender)?;
+                let used = split_messages(
+                    data,
+                    &mut self.rx_fds,
+                    out,
+                    limits,
+                    sender,
+                    &mut scratch.small,
+                )?;
                 let rest = data.get(used..).unwrap_or_default();
                 self.large = start_large(rest, limits, sender, &mut scratch.pool)?;
                 self.header_first = self.large.is_some();
@@ -422,7 +492,14 @@ impl Connection {
         sender: Option<&str>,
     ) -> Result<(), ConnError> {
         self.check_fds()?;
-        let used = split_messages(self.rx.data(), &mut self.rx_fds, out, limits, sender)?;
+        let used = split_messages(
+            self.rx.data(),
+            &mut self.rx_fds,
+            out,
+            limits,
+            sender,
+            &mut scratch.small,
+        )?;
         self.rx.consume(used);
         if self.large.is_none() {
             self.large = start_large(self.rx.data(), limits, sender, &mut scratch.pool)?;
@@ -580,6 +657,7 @@ fn split_messages(
     out: &mut Vec<Message>,
     limits: &RecvLimits,
     sender: Option<&str>,
+    pool: &mut SmallPool,
 ) -> Result<usize, ConnError> {
     let mut used = 0;
     loop {
@@ -590,7 +668,9 @@ fn split_messages(
         let Some(frame) = rest.get(..len) else {
             return Ok(used);
         };
-        push_message(Message::receive(frame, fds, sender)?, out, limits)?;
+        let msg = Message::receive_with(frame, fds, sender, |n| pool.take(n))?;
+        pool.keep(msg.buffer());
+        push_message(msg, out, limits)?;
         used += len;
     }
 }
@@ -1120,5 +1200,55 @@ mod tests {
         pool.keep(&huge);
         assert!(!pool.bufs.iter().any(|b| Arc::ptr_eq(b, &huge)));
         drop(c);
+    }
+
+    #[test]
+    fn small_buffers_are_reused_oldest_first_once_free() {
+        assert_eq!(small_class(0), Some(0));
+        assert_eq!(small_class(256), Some(0));
+        assert_eq!(small_class(257), Some(1));
+        assert_eq!(small_class(LARGE_MESSAGE), Some(SMALL_CLASSES - 1));
+        assert_eq!(small_class(LARGE_MESSAGE + 1), None);
+        assert_eq!(small_class(usize::MAX), None);
+
+        let mut pool = SmallPool::default();
+        let a = pool.take(100);
+        assert_eq!(a.len(), SMALL_MIN);
+        pool.keep(&a);
+        let b = pool.take(200);
+        pool.keep(&b);
+        // The oldest is still in use: a new buffer.
+        let c = pool.take(200);
+        assert!(!Arc::ptr_eq(&a, &c) && !Arc::ptr_eq(&b, &c));
+        // Free again: handed out, and no longer kept until kept again.
+        let a_ptr = Arc::as_ptr(&a);
+        drop(a);
+        let d = pool.take(150);
+        assert_eq!(Arc::as_ptr(&d), a_ptr);
+        assert_eq!(pool.classes[0].len(), 1);
+        // Too large for any class: exactly the length asked, never kept.
+        let big = pool.take(LARGE_MESSAGE + 1);
+        assert_eq!(big.len(), LARGE_MESSAGE + 1);
+        pool.keep(&big);
+        assert!(
+            pool.classes
+                .iter()
+                .all(|c| c.iter().all(|b| b.len() != big.len()))
+        );
+        // A class keeps at most SMALL_CLASS_BYTES, letting the oldest go.
+        let held: Vec<_> = (0..100)
+            .map(|_| {
+                let buf = pool.take(4000);
+                pool.keep(&buf);
+                buf
+            })
+            .collect();
+        assert_eq!(held.len(), 100);
+        assert_eq!(pool.classes[4].len(), SMALL_CLASS_BYTES / 4096);
+        // Freed buffers come back one at a time, oldest first.
+        drop(held);
+        let reused = pool.take(4000);
+        assert_eq!(pool.classes[4].len(), SMALL_CLASS_BYTES / 4096 - 1);
+        assert_eq!(reused.len(), 4096);
     }
 }

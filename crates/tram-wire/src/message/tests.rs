@@ -1553,6 +1553,34 @@ fn received_messages_carry_their_forwarding_header() {
                 assert!(out.own_head.is_empty());
                 assert_eq!(out.parts().concat(), remarshalled(&msg, ":1.2"));
             }
+            // Copied into a buffer of the caller's: a reused one holding old bytes, one that is
+            // too short, one that is shared. The last two fall back to a buffer of its own.
+            for junk in [0, 0xff] {
+                let reused: Arc<[u8]> = vec![junk; room + 100].into();
+                let reused_at = Arc::as_ptr(&reused);
+                let received = Message::receive_with(bytes, &mut queue, Some(":1.2"), |n| {
+                    assert_eq!(n, room);
+                    reused
+                })
+                .unwrap();
+                assert_eq!(Arc::as_ptr(received.buffer()), reused_at);
+                assert_eq!(received.as_bytes(), bytes);
+                let out = received.stamp_sender(":1.2");
+                assert!(out.own_head.is_empty());
+                assert_eq!(out.parts().concat(), remarshalled(&msg, ":1.2"));
+            }
+            let shared: Arc<[u8]> = vec![0; room].into();
+            let kept = shared.clone();
+            for buf in [vec![0; room - 1].into(), shared] {
+                let received =
+                    Message::receive_with(bytes, &mut queue, Some(":1.2"), |_| buf).unwrap();
+                assert!(!Arc::ptr_eq(received.buffer(), &kept));
+                assert_eq!(received.as_bytes(), bytes);
+                assert_eq!(
+                    received.stamp_sender(":1.2").parts().concat(),
+                    remarshalled(&msg, ":1.2")
+                );
+            }
             // Too little room: no header prepared, still correct.
             let buf: Arc<[u8]> = bytes.to_vec().into();
             let received =
