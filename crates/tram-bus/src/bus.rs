@@ -84,6 +84,10 @@ pub struct BusConfig {
     /// Start services through systemd where their service file names a unit
     /// (`--systemd-activation`).
     pub systemd_activation: bool,
+    /// Services are started as their `User=` through a `<servicehelper>`. As with
+    /// dbus-daemon, the activation environment then cannot be changed: a service started by
+    /// root on the bus's behalf must not take its environment from a client.
+    pub service_helper: bool,
     /// Per-connection limits the bus enforces.
     pub limits: Limits,
 }

@@ -257,7 +257,7 @@ impl Bus {
                     let text = "Cannot call UpdateActivationEnvironment at a non-canonical path";
                     return Err((error::ACCESS_DENIED, text.into()));
                 }
-                if self.config.bus_type == "system" {
+                if self.config.bus_type == "system" || self.config.service_helper {
                     let text = "Cannot change activation environment on a system bus.";
                     return Err((error::ACCESS_DENIED, text.into()));
                 }

@@ -213,6 +213,7 @@ pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), Dae
         bus_pid: pid,
         policy: loaded.policy.clone(),
         systemd_activation: options.systemd_activation,
+        service_helper: loaded.config.launch_mode == LaunchMode::AsUser,
         limits: loaded.bus_limits.clone(),
     });
     let cookies: Arc<dyn CookieAuthority> = Arc::new(SystemKeyrings(Keyrings::system(

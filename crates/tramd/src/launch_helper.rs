@@ -38,9 +38,10 @@
 //! **Why a compromised bus cannot abuse it.** The bus process, which reads untrusted clients,
 //! can only name a service. The program, its arguments and the user come from a file in a
 //! directory root chose when the bus started, never from the request; the environment is not
-//! the bus's to set (unlike the activation environment the in-process launcher passes on: on
-//! a root service, `LD_PRELOAD` alone would be a way to root, which is why dbus-daemon's
-//! helper clears the environment too). So a compromised bus can start, as their own users,
+//! the bus's to set (on a root service, `LD_PRELOAD` alone would be a way to root, which is
+//! why dbus-daemon's helper clears the environment too; with a `<servicehelper>` the bus
+//! refuses UpdateActivationEnvironment, so the in-process launcher of a bus that stays root
+//! has no activation environment to pass on either). So a compromised bus can start, as their own users,
 //! only the services an administrator installed, which any client of the bus can already
 //! have started by activation. It cannot make the helper run anything else, become another
 //! user, read other files, or keep a descriptor: the helper reads only fixed-size packets and

@@ -248,6 +248,28 @@ fn the_activation_environment_reaches_started_services() {
 }
 
 #[test]
+fn a_bus_with_a_service_helper_keeps_its_activation_environment() {
+    // Services started through a <servicehelper> run as another user, started by root: a
+    // client must not choose their environment, whatever the bus type.
+    for kind in kinds() {
+        let config = open_config(
+            "<servicehelper>/usr/lib/dbus-1.0/dbus-daemon-launch-helper</servicehelper>",
+        );
+        let bus = Launch::new(kind).config(&config).start();
+        let mut c = bus.raw();
+        let env = Value::Array(
+            "{ss}".into(),
+            vec![Value::Entry(
+                Box::new(Value::str("LD_PRELOAD")),
+                Box::new(Value::str("/tmp/x.so")),
+            )],
+        );
+        c.call_bus("UpdateActivationEnvironment", vec![env])
+            .expect_error(err::ACCESS_DENIED);
+    }
+}
+
+#[test]
 fn service_files_added_and_removed_are_noticed() {
     for kind in kinds() {
         // The directory exists from the start (dbus-daemon watches only existing ones).

@@ -43,6 +43,7 @@ impl Harness {
             bus_pid: 1,
             policy,
             systemd_activation: false,
+            service_helper: false,
             limits,
         };
         Harness {
