@@ -30,12 +30,11 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use rustix::process::{Resource, getrlimit, setrlimit};
 use tram_bus::{Bus, BusConfig};
 use tram_config::UserEntry;
-use tram_sasl::{Cookie, CookieAuthority, Identity, SaslServer};
+use tram_sasl::{CookieAuthority, SaslServer};
 
 use crate::cli::{ConfigSource, Options, PrintTarget, SyslogMode};
 use crate::config::{self, LoadError, Loaded};
@@ -216,9 +215,8 @@ pub(crate) fn run(options: Options, mut passed: PassedSockets) -> Result<(), Dae
         service_helper: loaded.config.launch_mode == LaunchMode::AsUser,
         limits: loaded.bus_limits.clone(),
     });
-    let cookies: Arc<dyn CookieAuthority> = Arc::new(SystemKeyrings(Keyrings::system(
-        rustix::process::geteuid().as_raw(),
-    )));
+    let cookies: Arc<dyn CookieAuthority> =
+        Arc::new(Keyrings::system(rustix::process::geteuid().as_raw()));
     let sasl = SaslServers {
         unix: SaslServer::new(&guid, &loaded.config.offered_mechanisms(true))
             .with_cookies(Arc::clone(&cookies)),
@@ -337,32 +335,6 @@ fn resolve_user(name: &str) -> Result<UserEntry, DaemonError> {
         .table()
         .user(name)
         .ok_or_else(|| DaemonError::UnknownUser(name.to_owned()))
-}
-
-/// DBUS_COOKIE_SHA1 cookies from the system's accounts and their home directories.
-#[derive(Debug)]
-struct SystemKeyrings(Keyrings);
-
-impl CookieAuthority for SystemKeyrings {
-    fn challenge(&self, claimed: &str) -> Result<(Identity, Cookie), String> {
-        let account = self
-            .0
-            .account(claimed)
-            .ok_or_else(|| format!("no user {claimed:?}"))?;
-        let cookie = self
-            .0
-            .cookie(account, SystemTime::now())
-            .map_err(|e| e.to_string())?;
-        let identity = Identity {
-            uid: account.uid,
-            gid: account.gid,
-        };
-        Ok((identity, cookie))
-    }
-
-    fn random(&self, buf: &mut [u8]) -> bool {
-        ids::fill_random(buf).is_ok()
-    }
 }
 
 /// Where `--print-address` and `--print-pid` go.

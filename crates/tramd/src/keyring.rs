@@ -29,7 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tram_sasl::{CONTEXT, Cookie};
+use tram_sasl::{CONTEXT, Cookie, CookieAuthority, Identity};
 
 use crate::ids;
 
@@ -367,6 +367,27 @@ fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// DBUS_COOKIE_SHA1 for the SASL servers: cookies from the claimed account's keyring.
+impl CookieAuthority for Keyrings {
+    fn challenge(&self, claimed: &str) -> Result<(Identity, Cookie), String> {
+        let account = self
+            .account(claimed)
+            .ok_or_else(|| format!("no user {claimed:?}"))?;
+        let cookie = self
+            .cookie(account, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+        let identity = Identity {
+            uid: account.uid,
+            gid: account.gid,
+        };
+        Ok((identity, cookie))
+    }
+
+    fn random(&self, buf: &mut [u8]) -> bool {
+        ids::fill_random(buf).is_ok()
     }
 }
 

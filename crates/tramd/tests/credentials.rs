@@ -277,3 +277,62 @@ fn busctl_status_and_list() {
     );
     assert!(row(&me).is_some(), "{list:#?}");
 }
+
+#[test]
+fn cookie_authentication_works_with_real_clients() {
+    // DBUS_COOKIE_SHA1 alone: libdbus and GDBus read the cookie the bus keeps in the user's
+    // keyring (~/.dbus-keyrings) and prove they know it.
+    let config = common::daemon::open_config("")
+        .replace("<auth>EXTERNAL</auth>", "<auth>DBUS_COOKIE_SHA1</auth>");
+    for kind in [BusKind::Tramd, BusKind::DbusDaemon] {
+        let bus = common::daemon::Launch::new(kind).config(&config).start();
+        let id = bus
+            .tool(
+                "dbus-send",
+                &[
+                    "--session",
+                    "--print-reply=literal",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.GetId",
+                ],
+            )
+            .ok()
+            .trim()
+            .to_owned();
+        assert_eq!(id.len(), 32, "{kind:?}: GetId gave {id:?}");
+        let via_gdbus = bus
+            .tool(
+                "gdbus",
+                &[
+                    "call",
+                    "--session",
+                    "--dest",
+                    "org.freedesktop.DBus",
+                    "--object-path",
+                    "/org/freedesktop/DBus",
+                    "--method",
+                    "org.freedesktop.DBus.GetId",
+                ],
+            )
+            .ok()
+            .to_owned();
+        assert!(
+            via_gdbus.contains(&id),
+            "{kind:?}: gdbus gave {via_gdbus:?}"
+        );
+        // EXTERNAL is not offered: a client that knows only EXTERNAL gets nowhere.
+        let busctl = bus.tool(
+            "busctl",
+            &[
+                &format!("--address={}", bus.address()),
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "GetId",
+            ],
+        );
+        busctl.failed();
+    }
+}
