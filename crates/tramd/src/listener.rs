@@ -32,6 +32,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::address::{self, Family, ListenAddress, TcpAddress};
@@ -221,6 +222,20 @@ impl Listener {
     /// The transport of the connections it accepts.
     pub(crate) fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// Whether a connection waits to be accepted, asked with a poll that does not wait.
+    ///
+    /// An `accept` that finds no connection costs as much as one that finds one (the kernel
+    /// makes the new socket first), so a caller that expects none asks this instead. A failed
+    /// poll says yes, leaving it to `accept` to report what is wrong.
+    pub(crate) fn has_pending(&self) -> bool {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        !matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(0))
     }
 }
 
@@ -568,6 +583,23 @@ mod tests {
         assert!(err.to_string().contains("in use"), "{err}");
         drop(listener);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn pending_connections_are_seen_without_accepting() {
+        let dir = TempDir::new("listener-pending");
+        let path = dir.path().join("bus");
+        let listener = bind1(&format!("unix:path={}", path.display()));
+        assert!(!listener.has_pending());
+        let _first = UnixStream::connect(&path).unwrap();
+        let _second = UnixStream::connect(&path).unwrap();
+        assert!(listener.has_pending());
+        let accept = || rustix::net::accept(&listener.fd);
+        accept().unwrap();
+        assert!(listener.has_pending(), "one left");
+        accept().unwrap();
+        assert!(!listener.has_pending());
+        assert_eq!(accept().unwrap_err(), rustix::io::Errno::AGAIN);
     }
 
     #[test]
