@@ -197,6 +197,8 @@ pub struct Bus {
     pub(crate) peers: Peers,
     pub(crate) names: NameRegistry,
     pub(crate) matches: MatchIndex,
+    /// Connections without a unique name yet, as the I/O layer last reported.
+    pub(crate) incomplete_connections: u32,
     /// What UpdateActivationEnvironment set, for the services the bus will start.
     pub(crate) activation_env: BTreeMap<String, String>,
     replies: Replies,
@@ -288,6 +290,7 @@ impl Bus {
             peers: Peers::default(),
             names: NameRegistry::default(),
             matches: MatchIndex::default(),
+            incomplete_connections: 0,
             activation_env: BTreeMap::new(),
             replies: Replies::default(),
             users: Users::default(),
@@ -527,6 +530,12 @@ impl Bus {
     /// Queues an action for the I/O layer.
     pub(crate) fn act(&mut self, action: Action) {
         self.actions.push_back(action);
+    }
+
+    /// Tells the bus how many connections have no unique name yet, authenticating ones
+    /// included (they live in the I/O layer), for GetStats.
+    pub fn set_incomplete_connections(&mut self, n: usize) {
+        self.incomplete_connections = u32::try_from(n).unwrap_or(u32::MAX);
     }
 
     /// The environment UpdateActivationEnvironment built up, for starting services.

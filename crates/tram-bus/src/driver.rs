@@ -494,8 +494,7 @@ impl Bus {
                 let p = self.peaks;
                 let counts = [
                     ("ActiveConnections", self.peers.registered().count() as u32),
-                    // Connections still authenticating live in the I/O layer.
-                    ("IncompleteConnections", 0),
+                    ("IncompleteConnections", self.incomplete_connections),
                     ("MatchRules", self.matches.len() as u32),
                     ("PeakMatchRules", p.match_rules),
                     ("PeakMatchRulesPerConnection", p.match_rules_per_connection),

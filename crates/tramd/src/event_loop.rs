@@ -4,8 +4,10 @@
 //! Each turn waits until the earliest of the bus's timer, the oldest connection deadline and a
 //! paused accept is due, then handles the ready sources:
 //!
-//! * a listener accepts until it would block (at most [`ACCEPT_BUDGET`] per turn), takes each
-//!   unix connection's credentials (TCP has none), and starts its authentication. As in
+//! * a listener accepts one connection, and more only while a poll shows them waiting (at
+//!   most [`ACCEPT_BUDGET`] per turn; an accept that finds none costs as much as one that
+//!   does), takes each unix connection's credentials (TCP has none), reads what it already
+//!   sent, and starts its authentication. As in
 //!   dbus-daemon, a connection is *incomplete* until the bus gave it a unique name (Hello): it
 //!   must get there within `auth_timeout`, and beyond `max_incomplete_connections` the oldest
 //!   incomplete one is dropped;
@@ -564,6 +566,7 @@ impl EventLoop {
             return;
         }
         self.incomplete += 1;
+        self.bus.set_incomplete_connections(self.incomplete);
         self.deadlines.push_back((deadline, slot, generation));
         if let Some(conn) = self.conn(slot) {
             log::debug!("new {}", conn.label(None));
@@ -872,6 +875,7 @@ impl EventLoop {
             if let Some(conn) = slot_conn(&mut self.slots, slot) {
                 conn.name = Some(name);
                 self.incomplete -= 1;
+                self.bus.set_incomplete_connections(self.incomplete);
                 self.completed += 1;
                 if let Some(uid) = conn.uid {
                     *self.completed_by_uid.entry(uid).or_insert(0) += 1;
@@ -1389,6 +1393,7 @@ impl EventLoop {
         self.free_slots.push(slot);
         if conn.name.is_none() {
             self.incomplete -= 1;
+            self.bus.set_incomplete_connections(self.incomplete);
         } else {
             self.completed -= 1;
             if let Some(uid) = conn.uid {

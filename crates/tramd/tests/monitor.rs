@@ -498,6 +498,17 @@ fn debug_stats_answer() {
         let stats = |member: &str, args: Vec<Value>| {
             RawMessage::call(Some(BUS), BUS_PATH, Some(STATS), member).args(args)
         };
+        // A connection still authenticating is incomplete too: once it has an answer, the bus
+        // has it.
+        let mut authenticating = std::os::unix::net::UnixStream::connect(bus.socket_path())
+            .expect("connecting to the bus");
+        authenticating
+            .set_read_timeout(Some(DEADLINE))
+            .expect("a read timeout");
+        std::io::Write::write_all(&mut authenticating, b"\0AUTH\r\n").expect("writing AUTH");
+        let mut rejected = [0u8; 9];
+        std::io::Read::read_exact(&mut authenticating, &mut rejected).expect("reading REJECTED");
+        assert_eq!(&rejected, b"REJECTED ");
         let mut out = Vec::new();
         let reply = a.call(stats("GetStats", vec![]));
         out.push(format!("GetStats signature {:?}", reply.signature));
