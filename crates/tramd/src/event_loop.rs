@@ -671,7 +671,9 @@ impl EventLoop {
                 Progress::Authenticated { consumed, outcome } => {
                     conn.io.consume(consumed);
                     self.complete_authentication(slot, outcome, now);
-                    if let Some(Some(peer)) = self.conn(slot).map(|c| c.peer()) {
+                    // What came with BEGIN is handled; read on only if the read was full (the
+                    // epoll set is level-triggered: anything later shows up next turn).
+                    if more_likely && let Some(Some(peer)) = self.conn(slot).map(|c| c.peer()) {
                         self.read_peer(slot, peer, now);
                     }
                     return;
