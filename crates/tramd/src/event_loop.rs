@@ -7,10 +7,9 @@
 //! * a listener accepts one connection, and more only while a poll shows them waiting (at
 //!   most [`ACCEPT_BUDGET`] per turn; an accept that finds none costs as much as one that
 //!   does), takes each unix connection's credentials (TCP has none), reads what it already
-//!   sent, and starts its authentication. As in
-//!   dbus-daemon, a connection is *incomplete* until the bus gave it a unique name (Hello): it
-//!   must get there within `auth_timeout`, and beyond `max_incomplete_connections` the oldest
-//!   incomplete one is dropped;
+//!   sent, and starts its authentication. As in dbus-daemon, a connection is *incomplete*
+//!   until the bus gave it a unique name (Hello): it must get there within `auth_timeout`, and
+//!   beyond `max_incomplete_connections` the oldest incomplete one is dropped;
 //! * a connection reads at most [`READ_BUDGET`] times and [`TURN_BYTES`] bytes per turn, so
 //!   that one sending as fast as it can does not hold up the others. One that used its share
 //!   with more waiting is *backlogged*. While a connection's messages go to the bus, every
@@ -93,12 +92,12 @@ pub(crate) const READ_BUDGET: usize = 16;
 /// until the next turn: a connection sending as fast as it can delays the others' messages by
 /// no more than the time the bus takes to handle this much.
 pub(crate) const TURN_BYTES: usize = 16 * 1024;
-/// How long accepting pauses when the process is out of file descriptors.
 /// How often, at most, a busy connection's messages pause for the quiet connections that
 /// became ready meanwhile ([`EventLoop::check_waiting`]).
 const CHECK_INTERVAL: Duration = Duration::from_micros(20);
 /// Messages handed to the bus between two looks at the clock for [`CHECK_INTERVAL`].
 const CHECK_EVERY: usize = 8;
+/// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many epoll events one wait returns at most.
 const EVENTS_PER_WAIT: usize = 256;
