@@ -180,6 +180,10 @@ pub enum Action {
     /// Start a service directly (run its `Exec`); report failure with
     /// [`Bus::activation_failed`]. Success shows as the service owning its name.
     Activate(ActivationRequest),
+    /// The policy refused a message addressed to one receiver: log this line (dbus-daemon's
+    /// "Rejected send message, N matched rules; …" or "Rejected receive message, …"). Its
+    /// sender was answered AccessDenied, unless the sender is the bus itself.
+    Denied(String),
 }
 
 /// Identifies the ReloadConfig call a reload answers.
@@ -370,7 +374,7 @@ impl Bus {
         match msg.destination() {
             Some(DRIVER_NAME) => {
                 if let Err(text) = self.access(Some(from), None, &msg, false, false) {
-                    return self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+                    return self.deny(from, &msg, text);
                 }
                 // The call takes effect first: an AddMatch that makes its sender an
                 // eavesdropper lets it see that very call, as with dbus-daemon.
@@ -577,7 +581,7 @@ impl Bus {
         let auto_start = !msg.flags().no_auto_start();
         if auto_start && self.activations.provides(dest) && self.resolve(dest).is_none() {
             if let Err(text) = self.access_to_name(from, dest, &msg) {
-                return self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+                return self.deny(from, &msg, text);
             }
             let dest = dest.to_owned();
             return self.activate_for_message(from, &dest, msg);
@@ -612,11 +616,11 @@ impl Bus {
                  (reply_serial={reply_serial}, requested_reply=0)",
                 type_name(msg.message_type()),
             );
-            self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+            self.deny(from, &msg, text);
             return;
         }
         if let Err(text) = self.access(Some(from), Some(to), &msg, is_reply, false) {
-            self.refuse(from, &msg, error::ACCESS_DENIED, &text);
+            self.deny(from, &msg, text);
             return;
         }
         let Some(out) = self.stamp(from, &msg) else {
@@ -745,6 +749,13 @@ impl Bus {
         self.send_driver(to, reply.body("s", |w| w.string(text)));
     }
 
+    /// Refuses `msg` to `from` with AccessDenied saying `text` (a rejection by the policy, or of
+    /// a reply nobody asked for), and has the rejection logged.
+    pub(crate) fn deny(&mut self, from: PeerId, msg: &Message, text: String) {
+        self.refuse(from, msg, error::ACCESS_DENIED, &text);
+        self.act(Action::Denied(text));
+    }
+
     /// Sends a message from the driver to one peer.
     pub(crate) fn send_driver(&mut self, to: PeerId, msg: MessageBuilder) {
         self.send_driver_with_fds(to, msg, Vec::new());
@@ -764,8 +775,9 @@ impl Bus {
         // The receiver's receive rules apply to the driver's messages too; the driver's
         // replies count as requested.
         let requested = msg.reply_serial().is_some();
-        if self.access(None, Some(to), &msg, requested, false).is_ok() {
-            self.push(to, out.clone(), None);
+        match self.access(None, Some(to), &msg, requested, false) {
+            Ok(()) => self.push(to, out.clone(), None),
+            Err(text) => self.act(Action::Denied(text)),
         }
         self.eavesdrop(None, &msg, Some(to), &out);
     }

@@ -60,10 +60,13 @@ fn a_denied_send_is_refused_with_the_rule_count() {
         text.starts_with("Rejected send message, 2 matched rules;"),
         "{text}"
     );
+    // The rejection is logged with the same text.
+    assert_eq!(h.denied, [text]);
     assert!(h.take(b).is_empty());
-    // Another interface still passes.
+    // Another interface still passes, and nothing more is logged.
     h.send(a, call(&b_name, "/", Some("org.example.Open"), "Get"));
     assert_eq!(h.take(b).len(), 1);
+    assert_eq!(h.denied.len(), 1);
 }
 
 #[test]
@@ -651,4 +654,31 @@ fn fds_queued_for_a_slow_receiver_are_bounded_and_shared_between_users() {
     queue.consume(bytes);
     assert_eq!(queue.fds(), 0);
     assert!(send_fd(&mut h, flooder).is_none());
+}
+
+#[test]
+fn a_driver_reply_the_receiver_may_not_receive_is_logged() {
+    // Send rules only: nothing may be received, not even the reply to Hello (as with
+    // dbus-daemon). The reply is dropped, and the rejection is logged, not silent.
+    let policy = Policy::new(vec![
+        send(true, MessageRule::default()),
+        rule(true, RuleKind::Own(None)),
+    ]);
+    let mut h = Harness::with(policy, Limits::session());
+    let creds = tram_bus::Credentials {
+        uid: 1000,
+        gid: 1000,
+        ..Default::default()
+    };
+    let id = h.bus.connect(h.now, creds, true);
+    h.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "Hello"));
+    assert!(h.take(id).is_empty());
+    assert!(
+        h.denied
+            .iter()
+            .any(|t| t
+                .starts_with("Rejected receive message, 0 matched rules; type=\"method_return\"")),
+        "{:?}",
+        h.denied
+    );
 }

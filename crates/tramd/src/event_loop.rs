@@ -97,6 +97,10 @@ pub(crate) const TURN_BYTES: usize = 16 * 1024;
 const CHECK_INTERVAL: Duration = Duration::from_micros(20);
 /// Messages handed to the bus between two looks at the clock for [`CHECK_INTERVAL`].
 const CHECK_EVERY: usize = 8;
+/// Rejections logged at most per [`DENIAL_WINDOW`]; the others are counted.
+const DENIALS_PER_WINDOW: u32 = 20;
+/// See [`DENIALS_PER_WINDOW`].
+const DENIAL_WINDOW: Duration = Duration::from_secs(10);
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many epoll events one wait returns at most.
@@ -202,6 +206,8 @@ pub(crate) struct EventLoop {
     dirty: Vec<PeerId>,
     /// Backlogged peers a mid-turn check left for the end of the turn to flush.
     deferred: Vec<PeerId>,
+    /// Messages the policy refused, logged at a bounded rate.
+    denials: DenialLog,
     /// Serial numbers of the errors the loop sends in the driver's name.
     serial: u32,
 }
@@ -293,6 +299,7 @@ impl EventLoop {
             inbox: Vec::new(),
             dirty: Vec::new(),
             deferred: Vec::new(),
+            denials: DenialLog::default(),
             serial: 0,
         };
         event_loop.watch_service_dirs();
@@ -1195,6 +1202,7 @@ impl EventLoop {
                 }
                 Action::Reload(token) => self.reload(Some(token)),
                 Action::Activate(request) => self.activate(request),
+                Action::Denied(text) => self.denials.log(Instant::now(), &text),
                 other => log::warning!("ignoring unsupported bus action {other:?}"),
             }
         }
@@ -1466,6 +1474,44 @@ struct Conn {
     backlogged: bool,
 }
 
+/// The log of messages the policy refused ([`Action::Denied`]), as dbus-daemon logs them, but
+/// at most [`DENIALS_PER_WINDOW`] lines per [`DENIAL_WINDOW`]: a client sending what the
+/// policy refuses as fast as it can does not fill the journal. What was left out is counted,
+/// and the count logged with the first rejection of a later window.
+#[derive(Debug, Default)]
+struct DenialLog {
+    window_start: Option<Instant>,
+    logged: u32,
+    left_out: u64,
+}
+
+impl DenialLog {
+    fn log(&mut self, now: Instant, text: &str) {
+        let new_window = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= DENIAL_WINDOW);
+        if new_window {
+            if self.left_out > 0 {
+                log::warning!(
+                    "{} more messages refused by the policy were not logged",
+                    self.left_out
+                );
+            }
+            *self = DenialLog {
+                window_start: Some(now),
+                logged: 0,
+                left_out: 0,
+            };
+        }
+        if self.logged < DENIALS_PER_WINDOW {
+            self.logged += 1;
+            log::warning!("{text}");
+        } else {
+            self.left_out += 1;
+        }
+    }
+}
+
 enum Phase {
     Auth(Box<Auth>),
     Peer(PeerId),
@@ -1578,6 +1624,23 @@ fn slot_conn(slots: &mut [Slot], slot: u32) -> Option<&mut Conn> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denials_are_logged_at_a_bounded_rate() {
+        let start = Instant::now();
+        let mut log = DenialLog::default();
+        for _ in 0..25 {
+            log.log(start, "Rejected send message, 1 matched rules; …");
+        }
+        assert_eq!((log.logged, log.left_out), (DENIALS_PER_WINDOW, 5));
+        // Still the same window just before it ends.
+        log.log(start + DENIAL_WINDOW - Duration::from_millis(1), "…");
+        assert_eq!((log.logged, log.left_out), (DENIALS_PER_WINDOW, 6));
+        // A new one: the count of what was left out is logged, and lines go out again.
+        log.log(start + DENIAL_WINDOW, "…");
+        assert_eq!((log.logged, log.left_out), (1, 0));
+        assert_eq!(log.window_start, Some(start + DENIAL_WINDOW));
+    }
 
     #[test]
     fn tokens_round_trip() {

@@ -998,3 +998,50 @@ cases! {
         ],
     };
 }
+
+#[test]
+fn refused_messages_are_logged_at_a_bounded_rate() {
+    // As dbus-daemon, tramd logs what its policy refuses, here 20 lines in 10 s at most. Even
+    // a reply of the driver's that the receiver may not receive is logged: without that, a
+    // configuration that allows no receiving leaves clients hanging with no trace.
+    let bus = Launch::new(BusKind::Tramd)
+        .config(&busconfig(
+            "<listen>unix:path=@DIR@/bus</listen>\n<policy context=\"default\">\n\
+             <allow user=\"*\"/>\n<allow own=\"*\"/>\n<allow send_destination=\"*\"/>\n\
+             <allow receive_sender=\"*\"/>\n<deny send_interface=\"com.example.Secret\"/>\n\
+             </policy>",
+        ))
+        .start();
+    let mut a = bus.raw();
+    let b = bus.raw();
+    for _ in 0..30 {
+        let reply = a.call(RawMessage::call(
+            Some(&b.unique_name),
+            "/",
+            Some("com.example.Secret"),
+            "Get",
+        ));
+        assert!(reply.is_error(err::ACCESS_DENIED), "{}", reply.describe());
+    }
+    // A malformed message makes the bus log a last line: everything before it is in.
+    let mut marker = bus.raw();
+    let _ = marker.try_write_all(&[b'l', 1, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    let ended = format!("{} (", marker.unique_name);
+    assert!(
+        common::boot::wait_until(DEADLINE, || bus.stderr().contains(&ended)),
+        "no line for the malformed message; stderr:\n{}",
+        bus.stderr()
+    );
+    let stderr = bus.stderr();
+    let rejected: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Rejected send message, "))
+        .collect();
+    assert_eq!(rejected.len(), 20, "stderr:\n{stderr}");
+    assert!(
+        rejected
+            .iter()
+            .all(|l| l.contains("interface=\"com.example.Secret\"")),
+        "{rejected:#?}"
+    );
+}

@@ -23,6 +23,8 @@ pub struct Harness {
     pub activations: Vec<tram_bus::ActivationRequest>,
     /// Peers that never read: what the bus queues for them stays queued.
     stalled: Vec<PeerId>,
+    /// The rejections the bus asked to log, oldest first.
+    pub denied: Vec<String>,
 }
 
 impl Harness {
@@ -54,6 +56,7 @@ impl Harness {
             disconnected: Vec::new(),
             activations: Vec::new(),
             stalled: Vec::new(),
+            denied: Vec::new(),
         }
     }
 
@@ -169,6 +172,7 @@ impl Harness {
                     self.disconnected.push((peer, reason));
                 }
                 Action::Activate(request) => self.activations.push(request),
+                Action::Denied(text) => self.denied.push(text),
                 Action::Reload(token) => {
                     let config = self.bus.config().clone();
                     self.bus.finish_reload(token, Ok(config));
