@@ -66,11 +66,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use rustix::process::{Pid, WaitOptions};
+use rustix::time::Timespec;
 use tram_config::ServiceDir;
 use tram_config::service::{MAX_SERVICE_FILE_SIZE, ServiceFile};
 use tram_wire::names::{MAX_NAME_LEN, is_valid_well_known_name};
@@ -143,6 +145,28 @@ const START: u8 = b'S';
 const STARTED: u8 = b'R';
 const FAILED: u8 = b'F';
 const EXITED: u8 = b'X';
+
+/// How long the bus, stopping, waits for its launch helper to end.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// A stopping bus closes the helper's socket, on which the helper ends, and reaps it (waiting
+/// at most [`EXIT_WAIT`]), so that no helper outlives the bus as an orphan or a zombie.
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.socket = None;
+        let Some(pid) = self.pid.take() else {
+            return;
+        };
+        if let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            let timeout = Timespec::try_from(EXIT_WAIT).ok();
+            let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+            let _ = poll(&mut fds, timeout.as_ref());
+        }
+        if let Err(e) = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+            log::debug!("launch helper: not reaped: {}", io::Error::from(e));
+        }
+    }
+}
 
 impl Helper {
     /// Forks the helper, which serves until the returned end of its socket is closed.

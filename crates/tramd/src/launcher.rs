@@ -34,8 +34,9 @@
 //! later as [`Event`]s from [`Launcher::helper_replies`]. The helper reads the service file
 //! itself and gives the service no activation environment, only the `DBUS_STARTER_*`
 //! variables (with a `<servicehelper>` the bus refuses UpdateActivationEnvironment, as
-//! dbus-daemon does, so either way an AsUser service gets none). A bus that dropped root without a helper can only start services as its own
-//! user, and refuses others ([`LaunchError::NotPermitted`]).
+//! dbus-daemon does, so either way an AsUser service gets none). A bus that dropped root
+//! without a helper can only start services as its own user, and refuses others
+//! ([`LaunchError::NotPermitted`]).
 //!
 //! Whichever way a service was started, its exit comes back as an [`Event::Exited`]: from
 //! [`Launcher::reap`] for the bus's own children, from [`Launcher::helper_replies`] for the

@@ -767,6 +767,26 @@ fn failed_starts_through_the_helper_answer_with_their_cause() {
 }
 
 #[test]
+fn a_stopping_bus_reaps_its_helper() {
+    let Some(((bus_user, _), _)) = accounts_for_dropping_root() else {
+        return;
+    };
+    let mut bus = system_bus_dropping_root(bus_user, &[]);
+    let helper = launch_helper_of(&bus);
+    bus.sigterm();
+    assert!(
+        bus.wait_exit(DEADLINE).is_some(),
+        "the bus did not stop; stderr:\n{}",
+        bus.stderr()
+    );
+    // Reaped by the bus before it exited: neither running nor a zombie left to init.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{helper}")).exists(),
+        "the launch helper outlived the bus"
+    );
+}
+
+#[test]
 fn a_bus_whose_helper_died_fails_user_services() {
     let Some(((bus_user, _), (service_user, _))) = accounts_for_dropping_root() else {
         return;

@@ -318,6 +318,11 @@ impl Daemon {
         signal(self.pid, rustix::process::Signal::HUP);
     }
 
+    /// Sends SIGTERM (stop).
+    pub fn sigterm(&self) {
+        signal(self.pid, rustix::process::Signal::TERM);
+    }
+
     /// Rewrites a file in the private directory (`@DIR@` replaced), e.g. `bus.conf` before a
     /// reload.
     pub fn rewrite(&self, name: &str, text: &str) {
