@@ -159,7 +159,7 @@ impl TxQueue {
         }
     }
     /// Frees the queue's memory when it is empty after a burst. A queue of up to
-    /// [`KEPT_CAPACITY`] entries (about 1.5 KiB) is kept, so that a peer pipelining calls does
+    /// 64 entries (about 1.5 KiB) is kept, so that a peer pipelining calls does
     /// not reallocate its queue on every turn.
     pub fn shrink(&mut self) {
         if self.messages.is_empty() && self.messages.capacity() > KEPT_CAPACITY {

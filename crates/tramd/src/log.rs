@@ -1,6 +1,6 @@
 //! Logging: one line per event, to standard error, the system log, or both.
 //!
-//! Every message the daemon logs goes through [`write`], so rate limiting or another sink
+//! Every message the daemon logs goes through [`write()`], so rate limiting or another sink
 //! can be added here without touching the callers. Informational messages, warnings and errors
 //! are always written; per-connection events (connects, disconnects) only when `TRAMD_DEBUG` is
 //! set in the environment, so a busy bus does not flood its log.
