@@ -1209,28 +1209,24 @@ impl EventLoop {
     }
 
     /// Flushes every peer the bus queued messages for, each once (the bus lists a peer once
-    /// until it is taken).
+    /// until it is taken), and those a mid-turn check left for now.
     fn flush_dirty(&mut self, now: Instant) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.append(&mut self.deferred);
-        loop {
-            // Disconnects while flushing may have queued more.
-            self.bus.take_dirty(&mut dirty);
-            if dirty.is_empty() {
-                break;
-            }
-            for peer in dirty.drain(..) {
-                if let Some(slot) = self.peer_slot(peer) {
-                    self.flush(slot, now);
-                }
-            }
-        }
-        self.dirty = dirty;
+        let mut deferred = std::mem::take(&mut self.deferred);
+        self.dirty.append(&mut deferred);
+        self.deferred = deferred;
+        self.flush_listed(now, false);
     }
 
     /// [`EventLoop::flush_dirty`] in the middle of a turn: the peers that are not backlogged
     /// now, the others at the end of the turn (a busy sender's replies go out in few writes).
     fn flush_quiet(&mut self, now: Instant) {
+        self.flush_listed(now, true);
+    }
+
+    /// Flushes the peers in `self.dirty` and those the bus lists, until it lists none (closing
+    /// a peer while flushing may queue more); with `defer_backlogged`, backlogged peers go to
+    /// `self.deferred` instead.
+    fn flush_listed(&mut self, now: Instant, defer_backlogged: bool) {
         let mut dirty = std::mem::take(&mut self.dirty);
         loop {
             self.bus.take_dirty(&mut dirty);
@@ -1238,12 +1234,13 @@ impl EventLoop {
                 break;
             }
             for peer in dirty.drain(..) {
-                match self.peer_slot(peer) {
-                    Some(slot) if self.conn(slot).is_some_and(|c| c.backlogged) => {
-                        self.deferred.push(peer);
-                    }
-                    Some(slot) => self.flush(slot, now),
-                    None => {}
+                let Some(slot) = self.peer_slot(peer) else {
+                    continue;
+                };
+                if defer_backlogged && self.conn(slot).is_some_and(|c| c.backlogged) {
+                    self.deferred.push(peer);
+                } else {
+                    self.flush(slot, now);
                 }
             }
         }
