@@ -665,12 +665,7 @@ fn a_driver_reply_the_receiver_may_not_receive_is_logged() {
         rule(true, RuleKind::Own(None)),
     ]);
     let mut h = Harness::with(policy, Limits::session());
-    let creds = tram_bus::Credentials {
-        uid: 1000,
-        gid: 1000,
-        ..Default::default()
-    };
-    let id = h.bus.connect(h.now, creds, true);
+    let id = h.connect();
     h.send(id, call(DRIVER, DRIVER_PATH, Some(DRIVER), "Hello"));
     assert!(h.take(id).is_empty());
     assert!(

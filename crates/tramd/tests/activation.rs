@@ -588,6 +588,17 @@ fn system_bus_dropping_root(bus_user: &str, services: &[(String, String)]) -> Da
 }
 
 /// The service file `NAME.service` for `name` running `exec`, with `User=user` when given.
+/// [`system_bus_dropping_root`] with one service, `name`, run as `service_user` by the test
+/// service script.
+fn serving_as(bus_user: &str, name: &str, service_user: &str) -> Daemon {
+    let services = [user_service(
+        name,
+        &boot::serve_exec("@DIR@", name),
+        Some(service_user),
+    )];
+    system_bus_dropping_root(bus_user, &services)
+}
+
 fn user_service(name: &str, exec: &str, user: Option<&str>) -> (String, String) {
     let user = user.map(|u| format!("User={u}\n")).unwrap_or_default();
     (
@@ -653,12 +664,7 @@ fn a_bus_that_dropped_root_starts_user_services_through_its_helper() {
         return;
     };
     let name = "org.example.AsOther";
-    let services = [user_service(
-        name,
-        &boot::serve_exec("@DIR@", name),
-        Some(service_user),
-    )];
-    let bus = system_bus_dropping_root(bus_user, &services);
+    let bus = serving_as(bus_user, name, service_user);
     let mut c = bus.raw();
     // The bus itself runs as its <user> (it serves clients only once it changed); only the
     // helper keeps root.
@@ -792,12 +798,7 @@ fn a_bus_whose_helper_died_fails_user_services() {
         return;
     };
     let name = "org.example.AfterHelper";
-    let services = [user_service(
-        name,
-        &boot::serve_exec("@DIR@", name),
-        Some(service_user),
-    )];
-    let bus = system_bus_dropping_root(bus_user, &services);
+    let bus = serving_as(bus_user, name, service_user);
     let helper = launch_helper_of(&bus);
     let pid = rustix::process::Pid::from_raw(helper as i32).expect("a pid");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("killing the helper");
